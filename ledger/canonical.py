@@ -1,0 +1,53 @@
+"""Canonical msgpack, as DESIGN.md "Statements" defines it.
+
+Canonical bytes are exactly what `msgpack.packb(obj, use_bin_type=True)` emits once every map has its
+keys in ascending UTF-8 byte order: smallest widths and headers, `bin` for bytes, `str` for text, unique
+`str` map keys, and no floats, nil, booleans or extension types. Decoding accepts only bytes that
+re-encode to themselves, which rules out every other encoding of the same value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from ledger.errors import EncodingInvalid
+
+Value = int | str | bytes | list["Value"] | dict[str, "Value"]
+
+
+def _check(obj: Any) -> Any:
+    """Rebuild `obj` with sorted maps, refusing types outside the canonical subset."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, float):
+        raise EncodingInvalid(f"{type(obj).__name__} is not allowed in canonical msgpack")
+    if isinstance(obj, int | str | bytes):
+        return obj
+    if isinstance(obj, list | tuple):
+        return [_check(item) for item in obj]
+    if isinstance(obj, dict):
+        for key in obj:
+            if not isinstance(key, str):
+                raise EncodingInvalid("map keys must be text")
+        return {key: _check(obj[key]) for key in sorted(obj, key=lambda k: k.encode("utf-8"))}
+    raise EncodingInvalid(f"{type(obj).__name__} is not allowed in canonical msgpack")
+
+
+def pack(obj: Any) -> bytes:
+    """The canonical encoding of `obj`; raises `EncodingInvalid` for values outside the subset."""
+    try:
+        return msgpack.packb(_check(obj), use_bin_type=True)  # type: ignore[no-any-return]
+    except (OverflowError, ValueError) as e:
+        raise EncodingInvalid(f"cannot encode: {e}") from e
+
+
+def unpack(data: bytes) -> Any:
+    """Decode canonical bytes; raises `EncodingInvalid` for anything that is not exactly canonical."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, timestamp=0)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+            UnicodeDecodeError) as e:
+        raise EncodingInvalid(f"not msgpack: {e}") from e
+    if pack(obj) != data:
+        raise EncodingInvalid("not canonical msgpack (key order, integer width or header size)")
+    return obj

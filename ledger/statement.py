@@ -1,0 +1,238 @@
+"""Signed statements: body fields per kind, canonical bodies, key ids, signatures, hashes, the wire form.
+
+DESIGN.md "Statements" and "Statement kinds and their data". A `Statement` is built from its decoded
+wire bytes and never re-encoded: the stored bytes are the evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from ledger import canonical
+from ledger.errors import EncodingInvalid, SignatureInvalid
+
+VERSION = 1
+SIGNATURE_PREFIX = b"custody-ledger/v1\n"  # DESIGN.md "Statements": domain separation for signatures
+ZERO_HASH = bytes(32)  # the `prev` of a `fabricated` unit
+BODY_KEYS = frozenset({"v", "origin", "kind", "at", "signer", "units", "data"})
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
+KEY_ID_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+STEPS = ("fabricated", "shipped_to_us", "inspected", "duty_paid", "re_exported", "received")
+ADMIN_KINDS = ("ledger_opened", "participant_registered", "key_revoked", "customer_approved",
+               "customer_suspended", "policy_issued")
+KINDS = STEPS + ADMIN_KINDS
+ROLES = ("fab", "carrier", "inspector", "customs", "exporter", "customer")
+STEP_ROLE = dict(zip(STEPS, ROLES, strict=True))
+
+# Field types: "str", "id", "country", "int", "time", "key", "keys", "roles", "result".
+_REQUIRED: dict[str, dict[str, str]] = {
+    "fabricated": {"model": "str", "site": "str", "lot": "str"},
+    "shipped_to_us": {"port_of_entry": "str", "waybill": "str"},
+    "inspected": {"result": "result", "site": "str", "country": "country", "report": "str"},
+    "duty_paid": {"entry": "str", "entered_value": "int", "duty": "int"},
+    "re_exported": {"consignee": "id", "license": "str", "destination": "country"},
+    "received": {"site": "str"},
+    "ledger_opened": {"authorities": "keys", "operator": "key", "policy": "str"},
+    "participant_registered": {"id": "id", "name": "str", "country": "country", "roles": "roles",
+                               "key": "key"},
+    "key_revoked": {"key": "key", "effective": "time", "reason": "str"},
+    "customer_approved": {"id": "id", "cap": "int", "license": "str"},
+    "customer_suspended": {"id": "id", "reason": "str"},
+    "policy_issued": {"policy": "str"},
+}
+_OPTIONAL: dict[str, dict[str, str]] = {"customer_approved": {"valid_until": "time"}}
+
+
+def key_id(public_key: bytes) -> str:
+    """DESIGN.md: lowercase hex SHA-256 of the raw 32-byte Ed25519 public key."""
+    return hashlib.sha256(public_key).hexdigest()
+
+
+def statement_hash(body: bytes) -> bytes:
+    """DESIGN.md: SHA-256 of the canonical body; what `prev` links to."""
+    return hashlib.sha256(body).digest()
+
+
+def signed_message(body: bytes) -> bytes:
+    return SIGNATURE_PREFIX + body
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One decoded, well-formed statement with the exact bytes it came from."""
+
+    wire: bytes
+    body: bytes
+    signature: bytes
+    hash: bytes
+    origin: str
+    kind: str
+    at: int
+    signer: str
+    units: tuple[tuple[str, bytes], ...]
+    data: Mapping[str, Any]
+
+    @property
+    def serials(self) -> tuple[str, ...]:
+        return tuple(serial for serial, _ in self.units)
+
+    @property
+    def is_step(self) -> bool:
+        return bool(self.units) or self.kind in STEP_ROLE
+
+
+def valid_id(text: object) -> bool:
+    return isinstance(text, str) and ID_PATTERN.fullmatch(text) is not None
+
+
+def _check_field(kind: str, name: str, kind_of: str, value: object) -> None:
+    where = f"{kind}.{name}"
+    ok: bool
+    if kind_of == "str":
+        ok = isinstance(value, str)
+    elif kind_of == "id":
+        ok = valid_id(value)
+    elif kind_of == "country":
+        ok = isinstance(value, str) and COUNTRY_PATTERN.fullmatch(value) is not None
+    elif kind_of in ("int", "time"):
+        ok = isinstance(value, int) and value >= 0
+    elif kind_of == "key":
+        ok = isinstance(value, bytes) and len(value) == 32
+    elif kind_of == "keys":
+        ok = (isinstance(value, list) and len(value) > 0
+              and all(isinstance(k, bytes) and len(k) == 32 for k in value)
+              and len(set(value)) == len(value))
+    elif kind_of == "roles":
+        ok = (isinstance(value, list) and len(value) > 0 and all(r in ROLES for r in value)
+              and len(set(value)) == len(value))
+    elif kind_of == "result":
+        ok = value in ("pass", "fail")
+    else:  # pragma: no cover - a typo in the tables above
+        raise AssertionError(kind_of)
+    if not ok:
+        raise EncodingInvalid(f"{where} has the wrong type or value {value!r:.80}")
+
+
+def check_data(kind: str, data: object) -> None:
+    """Raise `EncodingInvalid` unless `data` has exactly the fields of DESIGN.md's table for `kind`."""
+    if not isinstance(data, dict):
+        raise EncodingInvalid(f"{kind}: data is not a map")
+    required = _REQUIRED[kind]
+    optional = _OPTIONAL.get(kind, {})
+    for name in data:
+        if name not in required and name not in optional:
+            raise EncodingInvalid(f"{kind}: unknown field {name!r:.80}")
+    for name, kind_of in required.items():
+        if name not in data:
+            raise EncodingInvalid(f"{kind}: missing field {name!r}")
+        _check_field(kind, name, kind_of, data[name])
+    for name, kind_of in optional.items():
+        if name in data:
+            _check_field(kind, name, kind_of, data[name])
+
+
+def _check_units(kind: str, units: object) -> tuple[tuple[str, bytes], ...]:
+    if not isinstance(units, list):
+        raise EncodingInvalid("units is not a list")
+    if kind in ADMIN_KINDS:
+        if units:
+            raise EncodingInvalid(f"{kind} must have no units")
+        return ()
+    if not units:
+        raise EncodingInvalid(f"{kind} covers no units")
+    pairs: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    for pair in units:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise EncodingInvalid("a unit is not a [serial, prev] pair")
+        serial, prev = pair
+        if not valid_id(serial):
+            raise EncodingInvalid(f"malformed serial {serial!r:.80}")
+        if not (isinstance(prev, bytes) and len(prev) == 32):
+            raise EncodingInvalid(f"unit {serial}: prev is not 32 bytes")
+        if serial in seen:
+            raise EncodingInvalid(f"serial {serial} repeated in one statement")
+        seen.add(serial)
+        pairs.append((serial, prev))
+    return tuple(pairs)
+
+
+def _fields(body_obj: object) -> tuple[str, str, int, str, tuple[tuple[str, bytes], ...], dict[str, Any]]:
+    if not isinstance(body_obj, dict):
+        raise EncodingInvalid("body is not a map")
+    if set(body_obj) != BODY_KEYS:
+        extra = sorted(set(body_obj) - BODY_KEYS)
+        missing = sorted(BODY_KEYS - set(body_obj))
+        raise EncodingInvalid(f"body keys wrong (unknown {extra}, missing {missing})")
+    if body_obj["v"] != VERSION or isinstance(body_obj["v"], bool):
+        raise EncodingInvalid(f"unsupported version {body_obj['v']!r:.20}")
+    origin, kind, at, signer = body_obj["origin"], body_obj["kind"], body_obj["at"], body_obj["signer"]
+    if not isinstance(origin, str) or not origin:
+        raise EncodingInvalid("origin is not text")
+    if kind not in KINDS:
+        raise EncodingInvalid(f"unknown kind {kind!r:.40}")
+    if not isinstance(at, int) or at < 0:
+        raise EncodingInvalid("at is not a non-negative integer")
+    if not isinstance(signer, str) or KEY_ID_PATTERN.fullmatch(signer) is None:
+        raise EncodingInvalid("signer is not a key id")
+    units = _check_units(kind, body_obj["units"])
+    data = body_obj["data"]
+    check_data(kind, data)
+    return origin, kind, at, signer, units, data
+
+
+def decode_body(body: bytes) -> tuple[str, str, int, str, tuple[tuple[str, bytes], ...], dict[str, Any]]:
+    """Decode and check a canonical body; returns (origin, kind, at, signer, units, data)."""
+    return _fields(canonical.unpack(body))
+
+
+def decode(wire: bytes) -> Statement:
+    """Decode a statement from its wire form, refusing anything that is not exactly canonical."""
+    try:
+        outer = msgpack.unpackb(wire, raw=False, use_list=True, strict_map_key=True, timestamp=0)
+    except Exception as e:  # msgpack raises a handful of unrelated types for bad input
+        raise EncodingInvalid(f"wire form is not msgpack: {e}") from e
+    if not (isinstance(outer, list) and len(outer) == 2
+            and isinstance(outer[0], bytes) and isinstance(outer[1], bytes)):
+        raise EncodingInvalid("wire form is not [body, signature]")
+    body, signature = outer
+    if len(signature) != 64:
+        raise EncodingInvalid("signature is not 64 bytes")
+    if msgpack.packb([body, signature], use_bin_type=True) != wire:
+        raise EncodingInvalid("wire form is not canonical")
+    origin, kind, at, signer, units, data = decode_body(body)
+    return Statement(wire=wire, body=body, signature=signature, hash=statement_hash(body),
+                     origin=origin, kind=kind, at=at, signer=signer, units=units, data=data)
+
+
+def encode_body(*, origin: str, kind: str, at: int, signer: str,
+                units: Sequence[tuple[str, bytes]], data: Mapping[str, Any]) -> bytes:
+    """The canonical body of a new statement, checked as `decode_body` would check it."""
+    body = canonical.pack({"v": VERSION, "origin": origin, "kind": kind, "at": at, "signer": signer,
+                           "units": [[serial, prev] for serial, prev in units], "data": dict(data)})
+    decode_body(body)
+    return body
+
+
+def assemble(body: bytes, signature: bytes) -> Statement:
+    """The statement whose wire form carries `body` and `signature`."""
+    return decode(msgpack.packb([body, signature], use_bin_type=True))
+
+
+def verify_signature(statement: Statement, public_key: bytes) -> None:
+    """Raise `SignatureInvalid` unless libsodium accepts the signature under `public_key`."""
+    try:
+        VerifyKey(public_key).verify(signed_message(statement.body), statement.signature)
+    except (BadSignatureError, ValueError) as e:
+        raise SignatureInvalid(f"{statement.kind} signature does not verify") from e
