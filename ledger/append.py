@@ -1,0 +1,200 @@
+"""The writer: sign statements, check the hard rules and the pre-check, append atomically, retry.
+
+A `Batch` holds a writer's partial state (the view rows its statements touch) and the stored events it
+will write; `commit` writes the statements and all their unit links in one transaction, then the view
+rows. `record` is one statement in a batch, retried with backoff when another writer wins the race:
+it re-reads the heads, re-runs the pre-check, restamps `at` (unless given) and re-signs.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger import fold, merkle, rules, views
+from ledger.aggregates import stored_log_event, stored_unit_link
+from ledger.errors import Conflict, StoreError, ViolationsFound
+from ledger.keys import PrivateKey
+from ledger.state import Finding, State
+from ledger.statement import ZERO_HASH, Statement, assemble, encode_body, signed_message
+from ledger.store import Store, unblob
+
+MAX_ATTEMPTS = 12
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def sign_statement(key: PrivateKey, *, origin: str, kind: str, at: int,
+                   units: Sequence[tuple[str, bytes]], data: Mapping[str, Any]) -> Statement:
+    body = encode_body(origin=origin, kind=kind, at=at, signer=key.key_id, units=units, data=data)
+    return assemble(body, key.sign(signed_message(body)))
+
+
+class Batch:
+    """Statements appended together: one transaction for the events, one for the views."""
+
+    def __init__(self, store: Store, clock: Callable[[], int] = now_us) -> None:
+        self.store = store
+        self.clock = clock
+        views.catch_up(store, clock())
+        self.start = views.position(store)
+        self.state = views.load_partial(store, [])
+        head = store.head()
+        self.size = head.index + 1 if head else 0
+        if self.size != self.start:
+            raise Conflict("the log moved while the views caught up")
+        hashes = tuple(head.range) if head else ()
+        self.range = merkle.CompactRange(self.size, hashes)
+        self.origin = store.origin
+        self.statements: list[tuple[int, Statement]] = []
+        self._events: list[Any] = []
+        self._now = datetime.now(UTC)
+
+    def _ensure(self, statement: Statement) -> None:
+        """Load the view rows `statement` touches that this batch has not loaded yet."""
+        fresh = views.load_partial(self.store, [statement])
+        for serial, unit in fresh.units.items():
+            self.state.units.setdefault(serial, unit)
+        for entry, duty in fresh.duty.items():
+            self.state.duty.setdefault(entry, duty)
+        for kid, signed in fresh.signed.items():
+            if kid not in self.state.signed:
+                self.state.signed[kid] = signed + self.state.signed.get(kid, [])
+
+    def _ensure_serials(self, serials: Sequence[str]) -> None:
+        missing = [s for s in serials if s not in self.state.units]
+        if missing:
+            rows = views._load_rows(self.store, "custody_units", "serial", missing)
+            from ledger.state import UnitState
+            for row in rows:
+                self.state.units[row[0]] = UnitState.from_row(row)
+
+    def head(self, serial: str) -> bytes:
+        self._ensure_serials([serial])
+        unit = self.state.units.get(serial)
+        return unit.head if unit else ZERO_HASH
+
+    def heads(self, serials: Sequence[str]) -> list[tuple[str, bytes]]:
+        self._ensure_serials(serials)
+        return [(s, self.state.units[s].head if s in self.state.units else ZERO_HASH) for s in serials]
+
+    def check(self, statement: Statement) -> None:
+        """The hard rules for `statement` as the next log entry; raises the broken rule."""
+        self._ensure(statement)
+        rules.check(self.state, statement, self.size, self.clock())
+
+    def preview(self, statement: Statement) -> list[Finding]:
+        """The findings `statement` would add, computed on copies: the pre-check."""
+        self._ensure(statement)
+        scratch = State(size=self.size, origin=self.state.origin, operator=self.state.operator,
+                        policy=self.state.policy, keys=self.state.keys,
+                        participants=self.state.participants,
+                        customers=copy.deepcopy(self.state.customers),
+                        units={s: copy.deepcopy(self.state.units[s]) for s in statement.serials
+                               if s in self.state.units},
+                        duty=copy.deepcopy(self.state.duty))
+        return fold.apply(scratch, self.size, statement)
+
+    def add(self, statement: Statement) -> list[Finding]:
+        """Check and fold `statement` as the next entry and queue its events."""
+        self.check(statement)
+        index = self.size
+        found = fold.apply(self.state, index, statement)
+        if index == 0:
+            self.origin = self.state.origin
+        self.range = self.range.append(merkle.leaf_hash(statement.wire))
+        assert self.origin is not None
+        self._events.append(stored_log_event(self.origin, index, statement.wire, list(self.range.hashes),
+                                             self._now))
+        for serial in statement.serials:
+            unit = self.state.units[serial]
+            self._events.append(stored_unit_link(self.origin, serial, unit.links, index, statement.hash,
+                                                 statement.at, self._now))
+        self.statements.append((index, statement))
+        self.size += 1
+        return found
+
+    def commit(self) -> None:
+        """Write the queued statements (all or nothing), then their view rows."""
+        if not self.statements:
+            return
+        self.store.write(self._events)
+        try:
+            views.save(self.store, self.state, self.statements, self.start)
+        except Conflict:
+            pass  # another writer caught the views up first
+        self.start = self.size
+        self.statements, self._events = [], []
+        self.state.findings = []
+        self._now = datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    index: int
+    statement: Statement
+    findings: tuple[Finding, ...]
+    skipped: tuple[str, ...]
+    attempts: int
+
+
+def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], serials: Sequence[str] = (),
+           *, at: int | None = None, mode: str = "refuse", clock: Callable[[], int] = now_us,
+           attempts: int = MAX_ATTEMPTS) -> Recorded:
+    """Append one statement by `key`; `mode` is "refuse", "allow" or "skip" for the pre-check."""
+    if not store.opened or store.origin is None:
+        raise StoreError("the ledger is not initialised (run `custody init`)")
+    delay = 0.02
+    for attempt in range(1, attempts + 1):
+        try:
+            batch = Batch(store, clock)
+            chosen = list(serials)
+            skipped: list[str] = []
+            while True:
+                statement = sign_statement(key, origin=store.origin, kind=kind,
+                                           at=at if at is not None else clock(),
+                                           units=batch.heads(chosen), data=data)
+                batch.check(statement)
+                findings = batch.preview(statement) if statement.units else []
+                if not findings or mode == "allow":
+                    break
+                bad = {f.serial for f in findings}
+                if mode == "refuse" or not (set(chosen) - bad):
+                    raise ViolationsFound(_describe(findings), tuple(findings))
+                skipped += [s for s in chosen if s in bad]
+                chosen = [s for s in chosen if s not in bad]
+            found = batch.add(statement)
+            batch.commit()
+            return Recorded(statement=statement, index=batch.size - 1, findings=tuple(found),
+                            skipped=tuple(skipped), attempts=attempt)
+        except Conflict:
+            if attempt == attempts:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+        except StoreError as e:
+            if attempt == attempts or "locked" not in e.detail and "busy" not in e.detail:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 1.0)
+    raise AssertionError("unreachable")
+
+
+def _describe(findings: Sequence[Finding]) -> str:
+    by_code: dict[str, list[str]] = {}
+    for f in findings:
+        by_code.setdefault(f.code, []).append(f.serial or "-")
+    parts = [f"{code} ({len(s)}: {', '.join(s[:5])}{', …' if len(s) > 5 else ''})"
+             for code, s in sorted(by_code.items())]
+    return "the step would add findings: " + "; ".join(parts)
+
+
+def unit_rows(store: Store) -> list[Any]:
+    return [unblob(r[0]) for r in store.query("SELECT row FROM custody_units")]

@@ -1,0 +1,234 @@
+"""The one fold: (state, statement) → state, yielding DESIGN.md's compliance findings.
+
+Materialised views, replay, `verify` and `record`'s pre-check all run `apply`. It assumes the
+statement passed `rules.check`; it updates `state` in place (a year is millions of unit-steps, so
+copying immutable state per statement is not an option) and returns the findings the statement adds,
+which it has also appended to `state.findings`. Given equal states and statements it always yields
+equal results: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ledger.policy import Policy, duty_due, parse_policy
+from ledger.state import STAGE, Customer, DutyEntry, Finding, KeyInfo, Participant, State, UnitState
+from ledger.statement import Statement, key_id
+
+ONCE_KINDS = ("shipped_to_us", "re_exported")  # a second one is OUT_OF_ORDER
+US_PER_DAY = 86_400 * 1_000_000
+
+
+def _flag(state: State, out: list[Finding], unit: UnitState | None, serial: str | None, code: str,
+          index: int, detail: str) -> None:
+    if unit is not None:
+        if code in unit.codes:
+            return
+        unit.codes.add(code)
+    finding = Finding(code, serial, index, detail)
+    out.append(finding)
+    state.findings.append(finding)
+
+
+def _apply_admin(state: State, index: int, statement: Statement, out: list[Finding]) -> None:
+    data = statement.data
+    kind = statement.kind
+    if kind == "ledger_opened":
+        state.origin = statement.origin
+        state.operator = data["operator"]
+        state.policy = parse_policy(data["policy"])
+        state.policies.append((index, data["policy"]))
+        for public in data["authorities"]:
+            state.keys[key_id(public)] = KeyInfo(public, None, authority=True)
+    elif kind == "participant_registered":
+        pid = data["id"]
+        state.participants[pid] = Participant(pid, data["name"], data["country"], tuple(data["roles"]),
+                                              index)
+        kid = key_id(data["key"])
+        if kid not in state.keys:
+            state.keys[kid] = KeyInfo(data["key"], pid)
+    elif kind == "key_revoked":
+        kid = key_id(data["key"])
+        info = state.keys[kid]
+        if info.revoked_index is None:
+            info.revoked_index, info.effective = index, data["effective"]
+            _flag_signed_after(state, kid, data["effective"], index, out)
+    elif kind == "customer_approved":
+        customer = state.customers.setdefault(data["id"], Customer(data["id"]))
+        customer.cap, customer.license = data["cap"], data["license"]
+        customer.valid_until = data.get("valid_until")
+        customer.approved, customer.suspended = True, False
+    elif kind == "customer_suspended":
+        customer = state.customers.setdefault(data["id"], Customer(data["id"]))
+        customer.suspended = True
+    elif kind == "policy_issued":
+        state.policy = parse_policy(data["policy"])
+        state.policies.append((index, data["policy"]))
+
+
+def _flag_signed_after(state: State, kid: str, effective: int, revoked_at: int,
+                       out: list[Finding]) -> None:
+    for index, at, serials in state.signed.get(kid, ()):
+        if at < effective:
+            continue
+        detail = f"signed at or after the key's revocation took effect (revoked at index {revoked_at})"
+        if not serials:
+            _flag(state, out, None, None, "SIGNED_AFTER_REVOCATION", index, detail)
+        for serial in serials:
+            _flag(state, out, state.units.get(serial), serial, "SIGNED_AFTER_REVOCATION", index, detail)
+
+
+def _apply_fabricated(state: State, index: int, statement: Statement, out: list[Finding]) -> None:
+    policy = state.policy
+    model = statement.data["model"]
+    fab = state.participant_of(statement.signer)
+    bad_model = model not in policy.allowed_models
+    bad_fab = fab not in policy.approved_foundries
+    for serial, _ in statement.units:
+        unit = UnitState(serial, statement.hash, statement.at, index, "fabricated", model=model)
+        state.units[serial] = unit
+        if bad_model:
+            _flag(state, out, unit, serial, "PROHIBITED_MODEL", index, f"model {model} is not allowed")
+        if bad_fab:
+            _flag(state, out, unit, serial, "UNAPPROVED_FAB", index, f"{fab} is not an approved foundry")
+
+
+def _before_release(state: State, unit: UnitState, index: int, out: list[Finding], what: str) -> None:
+    """The checks that re-export and receipt share: inspected, passed, duty paid."""
+    serial = unit.serial
+    if unit.inspection is None:
+        _flag(state, out, unit, serial, "SKIPPED_INSPECTION", index, f"{what} without an inspection")
+    elif unit.inspection != "pass":
+        _flag(state, out, unit, serial, "FAILED_INSPECTION", index, f"{what} after a failed inspection")
+    if not unit.duty_paid:
+        _flag(state, out, unit, serial, "SKIPPED_DUTY", index, f"{what} without duty paid")
+
+
+def _apply_step(state: State, index: int, statement: Statement, out: list[Finding]) -> None:
+    kind, data, policy = statement.kind, statement.data, state.policy
+    stage = STAGE[kind]
+    signer_party = state.participant_of(statement.signer)
+    if kind == "inspected" and data["country"] != policy.inspection_country:
+        outside = f"inspected in {data['country']}, not {policy.inspection_country}"
+    else:
+        outside = ""
+    underpaid = undervalued = ""
+    if kind == "duty_paid":
+        due = duty_due(policy, data["entered_value"])
+        if data["duty"] < due:
+            underpaid = f"entry {data['entry']}: duty {data['duty']} cents < {due} due"
+        minimum = policy.min_unit_value_cents * len(statement.units)
+        if data["entered_value"] < minimum:
+            undervalued = f"entry {data['entry']}: entered value {data['entered_value']} cents < {minimum}"
+        entry = state.duty.setdefault(data["entry"], DutyEntry(data["entry"]))
+        entry.entered_value += data["entered_value"]
+        entry.duty_due += due
+        entry.paid += data["duty"]
+        entry.units += len(statement.units)
+        entry.statements += 1
+    customer: Customer | None = None
+    if kind == "re_exported":
+        customer = state.customers.get(data["consignee"])
+    receiver: Customer | None = None
+    if kind == "received" and signer_party is not None:
+        receiver = state.customers.setdefault(signer_party, Customer(signer_party))
+    for serial, _ in statement.units:
+        unit = state.units[serial]
+        if unit.received or stage < unit.stage or (kind in ONCE_KINDS and _seen(unit, kind)):
+            _flag(state, out, unit, serial, "OUT_OF_ORDER", index, f"{kind} after {unit.step}")
+        if stage >= 3 and not unit.shipped:
+            _flag(state, out, unit, serial, "NOT_ROUTED_VIA_US", index, f"{kind} without shipped_to_us")
+        if kind == "shipped_to_us":
+            unit.shipped = True
+        elif kind == "inspected":
+            unit.inspection = data["result"]
+            if outside:
+                _flag(state, out, unit, serial, "INSPECTION_OUTSIDE_US", index, outside)
+        elif kind == "duty_paid":
+            unit.duty_paid = True
+            if underpaid:
+                _flag(state, out, unit, serial, "UNDERPAID_DUTY", index, underpaid)
+            if undervalued:
+                _flag(state, out, unit, serial, "UNDERVALUED_ENTRY", index, undervalued)
+        elif kind == "re_exported":
+            _before_release(state, unit, index, out, "re-exported")
+            _consign(state, unit, customer, data["consignee"], statement.at, index, out)
+            unit.exported = True
+            unit.consignee = data["consignee"]
+        elif kind == "received":
+            _before_release(state, unit, index, out, "received")
+            if not unit.exported:
+                _flag(state, out, unit, serial, "SKIPPED_EXPORT", index, "received without re-export")
+            elif unit.consignee != signer_party:
+                _flag(state, out, unit, serial, "DIVERSION", index,
+                      f"received by {signer_party}, consigned to {unit.consignee}")
+            if receiver is not None and not unit.received:
+                receiver.received += 1
+            unit.received = True
+        unit.head, unit.at, unit.index, unit.step = statement.hash, statement.at, index, kind
+        unit.stage = max(unit.stage, stage)
+        unit.links += 1
+
+
+def _seen(unit: UnitState, kind: str) -> bool:
+    return unit.shipped if kind == "shipped_to_us" else unit.exported
+
+
+def _consign(state: State, unit: UnitState, customer: Customer | None, consignee: str, at: int,
+             index: int, out: list[Finding]) -> None:
+    if customer is None or not customer.in_force(at):
+        _flag(state, out, unit, unit.serial, "UNAPPROVED_CUSTOMER", index,
+              f"{consignee} has no approval in force")
+        return
+    if unit.counted_for == consignee:
+        return  # distinct units: a unit re-exported twice to one customer counts once
+    unit.counted_for = consignee
+    customer.consigned += 1
+    if customer.consigned > customer.cap:
+        customer.over_cap += 1
+        _flag(state, out, unit, unit.serial, "CAP_EXCEEDED", index,
+              f"unit {customer.consigned} for {consignee}, cap {customer.cap}")
+
+
+def apply(state: State, index: int, statement: Statement) -> list[Finding]:
+    """Fold one statement that passed `rules.check` into `state`; return the findings it adds."""
+    out: list[Finding] = []
+    if statement.units:
+        if statement.kind == "fabricated":
+            _apply_fabricated(state, index, statement, out)
+        else:
+            _apply_step(state, index, statement, out)
+    else:
+        _apply_admin(state, index, statement, out)
+    state.signed.setdefault(statement.signer, []).append((index, statement.at, statement.serials))
+    state.size = index + 1
+    return out
+
+
+def fold(statements: Iterable[tuple[int, Statement]], state: State | None = None) -> State:
+    """Fold many statements (already checked) from `state` or from the empty ledger."""
+    state = state if state is not None else State()
+    for index, statement in statements:
+        apply(state, index, statement)
+    return state
+
+
+def overdue(state: State, as_of: int, policy: Policy | None = None) -> list[Finding]:
+    """DESIGN.md `OVERDUE`: units waiting at their latest step longer than the latest policy allows.
+
+    Oldest first. Not part of `state.findings`: it depends on the report time, not on the log.
+    """
+    policy = policy or state.policy
+    late: list[Finding] = []
+    for unit in state.units.values():
+        if unit.received:
+            continue
+        days = policy.overdue_days.get(unit.step)
+        if days is None:
+            continue
+        waited = as_of - unit.at
+        if waited > days * US_PER_DAY:
+            late.append(Finding("OVERDUE", unit.serial, unit.index,
+                                f"waiting at {unit.step} for {waited // US_PER_DAY} days (limit {days})"))
+    late.sort(key=lambda f: (state.units[f.serial or ""].at, f.index, f.serial or ""))
+    return late

@@ -1,0 +1,135 @@
+"""The hard rules of DESIGN.md, checked against the fold's state before a statement is applied.
+
+Append and `verify` call the same `check`, so a statement the ledger accepted is exactly one that
+verification accepts. Encoding is checked earlier, by `statement.decode`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from ledger.errors import (
+    ChainBroken,
+    EncodingInvalid,
+    GenesisUntrusted,
+    KeyRevoked,
+    OriginMismatch,
+    PolicyInvalid,
+    RoleMissing,
+    SignerUnknown,
+    TimeInvalid,
+)
+from ledger.keys import is_small_order
+from ledger.policy import parse_policy
+from ledger.state import State
+from ledger.statement import ADMIN_KINDS, STEP_ROLE, ZERO_HASH, Statement, key_id, verify_signature
+
+MAX_CLOCK_SKEW_US = 5 * 60 * 1_000_000  # DESIGN.md: `at` at most 5 minutes ahead of the real clock
+
+
+def check_policy_text(text: str, index: int) -> None:
+    try:
+        parse_policy(text)
+    except PolicyInvalid as e:
+        raise EncodingInvalid(f"recorded policy is malformed: {e.detail}", index) from e
+
+
+def _check_genesis(statement: Statement, index: int, trusted: Collection[bytes] | None) -> None:
+    authorities: list[bytes] = statement.data["authorities"]
+    if statement.signer not in {key_id(k) for k in authorities}:
+        raise GenesisUntrusted("ledger_opened is not signed by one of its own authorities", index)
+    for key in [*authorities, statement.data["operator"]]:
+        if is_small_order(key):
+            raise SignerUnknown("genesis names a key of small order", index)
+    check_policy_text(statement.data["policy"], index)
+    if trusted is not None:
+        untrusted = [k for k in authorities if k not in trusted]
+        if untrusted:
+            raise GenesisUntrusted(f"genesis authority {key_id(untrusted[0])[:16]}… is not a trusted key",
+                                   index)
+
+
+def check_signer(state: State, statement: Statement, index: int) -> bytes:
+    """Signer, role and revocation checks; returns the signer's public key."""
+    info = state.keys.get(statement.signer)
+    if info is None:
+        raise SignerUnknown(f"key {statement.signer[:16]}… is not registered", index)
+    if info.revoked_index is not None and info.revoked_index < index:
+        raise KeyRevoked(f"key {statement.signer[:16]}… was revoked at index {info.revoked_index}", index)
+    if statement.kind in ADMIN_KINDS:
+        if not info.authority:
+            raise RoleMissing(f"{statement.kind} needs a genesis authority key", index)
+    else:
+        role = STEP_ROLE[statement.kind]
+        participant = state.participants.get(info.participant or "")
+        if participant is None or role not in participant.roles:
+            raise RoleMissing(f"participant {info.participant} lacks the role {role!r} for {statement.kind}",
+                              index)
+    return info.public
+
+
+def _check_admin(state: State, statement: Statement, index: int) -> None:
+    data = statement.data
+    if statement.kind == "participant_registered":
+        key: bytes = data["key"]
+        if is_small_order(key):
+            raise SignerUnknown("the registered key is of small order", index)
+        owner = state.keys.get(key_id(key))
+        if owner is not None and (owner.authority or owner.participant != data["id"]):
+            raise SignerUnknown(f"key {key_id(key)[:16]}… already belongs to {owner.participant or 'an authority'}",
+                                index)
+    elif statement.kind == "key_revoked":
+        if key_id(data["key"]) not in state.keys:
+            raise SignerUnknown(f"revoked key {key_id(data['key'])[:16]}… is not known", index)
+    elif statement.kind == "policy_issued":
+        check_policy_text(data["policy"], index)
+
+
+def check_units(state: State, statement: Statement, index: int) -> None:
+    """Chain and time rules for each unit of a step."""
+    fabricated = statement.kind == "fabricated"
+    for serial, prev in statement.units:
+        unit = state.units.get(serial)
+        if unit is None:
+            if not fabricated:
+                raise ChainBroken(f"unit {serial} has no chain (no fabricated)", index)
+            if prev != ZERO_HASH:
+                raise ChainBroken(f"unit {serial}: a new chain's prev must be zero", index)
+            continue
+        if fabricated:
+            raise ChainBroken(f"unit {serial} was already fabricated at index {unit.index}", index)
+        if prev != unit.head:
+            raise ChainBroken(f"unit {serial}: prev is not its head (index {unit.index})", index)
+        if statement.at < unit.at:
+            raise TimeInvalid(f"unit {serial}: at is earlier than its previous statement's", index)
+
+
+def check(state: State, statement: Statement, index: int, now_us: int, *,
+          trusted: Collection[bytes] | None = None, check_signature: bool = True) -> None:
+    """Raise the first hard rule `statement` breaks at log `index`, or return if it may be appended.
+
+    `state.origin` is the ledger's origin (from the store or the bundle header) when known.
+    `check_signature=False` lets a caller that verified the signature elsewhere (in parallel workers)
+    skip only that step; every other rule still runs. `trusted` (from `--trust`) is checked last, so a
+    caller may still apply a genesis that is well-formed but not trusted.
+    """
+    if state.origin is not None and statement.origin != state.origin:
+        raise OriginMismatch(f"origin {statement.origin!r:.80} is not this ledger's", index)
+    if index == 0:
+        if statement.kind != "ledger_opened":
+            raise GenesisUntrusted(f"index 0 is {statement.kind}, not ledger_opened", index)
+        _check_genesis(statement, index, None)
+        public = next(k for k in statement.data["authorities"] if key_id(k) == statement.signer)
+    elif statement.kind == "ledger_opened":
+        raise GenesisUntrusted("a second ledger_opened", index)
+    else:
+        public = check_signer(state, statement, index)
+    if check_signature:
+        verify_signature(statement, public, index)
+    if index:
+        _check_admin(state, statement, index)
+        check_units(state, statement, index)
+    if statement.at > now_us + MAX_CLOCK_SKEW_US:
+        raise TimeInvalid("at is more than 5 minutes in the future", index)
+    if index == 0 and trusted is not None:
+        _check_genesis(statement, index, trusted)

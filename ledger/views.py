@@ -1,0 +1,168 @@
+"""Materialised views: the fold's state kept as rows in the ledger's own database.
+
+Writers keep them: after each append they fold the new statements on top of the rows those
+statements touch and write the rows back with the new position, in one transaction that first moves
+the position from the value it read (tracking: a statement is never applied twice). Readers never
+write: they load the rows and fold, in memory, whatever the log holds beyond the position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ledger import fold, rules
+from ledger.errors import Conflict, IntegrityError
+from ledger.state import Customer, DutyEntry, Finding, State, UnitState
+from ledger.statement import Statement, decode, key_id
+from ledger.store import Store, blob, unblob
+
+
+def position(store: Store) -> int:
+    rows = store.query("SELECT position FROM custody_position WHERE id = 1")
+    return int(rows[0][0]) if rows else 0
+
+
+def _load_authority(store: Store, state: State) -> None:
+    rows = store.query("SELECT row FROM custody_authority WHERE id = 1")
+    if rows:
+        state.load_authority_row(unblob(rows[0][0]))
+    state.size = position(store)
+
+
+def _in(column: str, values: Sequence[str]) -> tuple[str, list[str]]:
+    return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+
+def _load_rows(store: Store, table: str, column: str, keys: Iterable[str]) -> list[Any]:
+    keys = sorted(set(keys))
+    out: list[Any] = []
+    for start in range(0, len(keys), 500):
+        where, params = _in(column, keys[start:start + 500])
+        out += [unblob(r[0]) for r in store.query(f"SELECT row FROM {table} WHERE {where}", params)]
+    return out
+
+
+def load_partial(store: Store, statements: Sequence[Statement]) -> State:
+    """The state rows that folding `statements` reads or writes: a writer's partial state."""
+    state = State(origin=store.origin)
+    _load_authority(store, state)
+    state.customers = {r[0]: Customer.from_row(r)
+                       for r in (unblob(x[0]) for x in store.query("SELECT row FROM custody_customers"))}
+    serials: set[str] = set()
+    entries: set[str] = set()
+    for statement in statements:
+        serials.update(statement.serials)
+        if statement.kind == "duty_paid":
+            entries.add(statement.data["entry"])
+        if statement.kind == "key_revoked":
+            kid = key_id(statement.data["key"])
+            signed = [(i, at, tuple(unblob(s))) for i, at, s in store.query(
+                "SELECT idx, at, serials FROM custody_signed WHERE key_id = ? ORDER BY idx", [kid])]
+            state.signed[kid] = signed
+            for _, _, more in signed:
+                serials.update(more)
+    state.units = {r[0]: UnitState.from_row(r) for r in _load_rows(store, "custody_units", "serial", serials)}
+    state.duty = {r[0]: DutyEntry.from_row(r) for r in _load_rows(store, "custody_duty", "entry", entries)}
+    return state
+
+
+def save(store: Store, state: State, statements: Sequence[tuple[int, Statement]], start: int) -> None:
+    """Write the rows of a partial `state` that folded `statements` from position `start`.
+
+    Raises `Conflict` (and writes nothing) when another writer moved the position first.
+    """
+    end = state.size
+    with store.transaction() as cursor:
+        cursor.execute("UPDATE custody_position SET position = ? WHERE id = 1 AND position = ?", [end, start])
+        cursor.execute("SELECT position FROM custody_position WHERE id = 1")
+        moved = cursor.fetchall()
+        if not moved:
+            if start != 0:
+                raise Conflict("views have no position row")
+            cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [end])
+        elif moved[0][0] != end or end == start:
+            raise Conflict("views moved on")
+        _upsert(cursor, "custody_authority", "id", [(1, blob(state.authority_row()))])
+        _upsert(cursor, "custody_units", "serial", [(u.serial, blob(u.to_row())) for u in state.units.values()])
+        _upsert(cursor, "custody_customers", "id",
+                [(c.id, blob(c.to_row())) for c in state.customers.values()])
+        _upsert(cursor, "custody_duty", "entry", [(d.entry, blob(d.to_row())) for d in state.duty.values()])
+        cursor.executemany("INSERT INTO custody_findings (idx, serial, code, detail) VALUES (?, ?, ?, ?)",
+                           [(f.index, f.serial, f.code, f.detail) for f in state.findings])
+        cursor.executemany("INSERT INTO custody_signed (key_id, idx, at, serials) VALUES (?, ?, ?, ?)",
+                           [(s.signer, i, s.at, blob(list(s.serials))) for i, s in statements])
+
+
+def _upsert(cursor: Any, table: str, key: str, rows: list[tuple[Any, bytes]]) -> None:
+    cursor.executemany(f"INSERT INTO {table} ({key}, row) VALUES (?, ?) "
+                       f"ON CONFLICT ({key}) DO UPDATE SET row = excluded.row", rows)
+
+
+def load_full(store: Store) -> State:
+    """Every view row: the state as of the views' position."""
+    state = State(origin=store.origin)
+    _load_authority(store, state)
+    state.customers = {r[0]: Customer.from_row(r)
+                       for r in (unblob(x[0]) for x in store.query("SELECT row FROM custody_customers"))}
+    state.units = {r[0]: UnitState.from_row(r)
+                   for r in (unblob(x[0]) for x in store.query("SELECT row FROM custody_units"))}
+    state.duty = {r[0]: DutyEntry.from_row(r)
+                  for r in (unblob(x[0]) for x in store.query("SELECT row FROM custody_duty"))}
+    state.findings = [Finding(code, serial, idx, detail) for idx, serial, code, detail in store.query(
+        "SELECT idx, serial, code, detail FROM custody_findings ORDER BY idx")]
+    for kid, idx, at, serials in store.query("SELECT key_id, idx, at, serials FROM custody_signed ORDER BY idx"):
+        state.signed.setdefault(kid, []).append((idx, at, tuple(unblob(serials))))
+    return state
+
+
+def current(store: Store, now_us: int) -> State:
+    """The state as of the whole log: the views plus, in memory, the statements beyond them."""
+    state = load_full(store)
+    fold_tail(store, state, now_us)
+    return state
+
+
+def fold_tail(store: Store, state: State, now_us: int) -> list[tuple[int, Statement]]:
+    """Fold the log beyond `state.size` into `state` (checking each statement); return them."""
+    done: list[tuple[int, Statement]] = []
+    for event in store.log(state.size):
+        try:
+            statement = decode(event.wire)
+            rules.check(state, statement, event.index, now_us + 10**12)
+        except IntegrityError as e:
+            raise e.at_index(event.index) from None
+        fold.apply(state, event.index, statement)
+        done.append((event.index, statement))
+    return done
+
+
+def catch_up(store: Store, now_us: int) -> None:
+    """Bring the views up to the log (a writer's first step); a lost race is left to the winner."""
+    start = position(store)
+    if start >= store.size():
+        return
+    tail = [(e.index, decode(e.wire)) for e in store.log(start)]
+    state = load_partial(store, [s for _, s in tail])
+    for index, statement in tail:
+        fold.apply(state, index, statement)
+    try:
+        save(store, state, tail, start)
+    except Conflict:
+        pass
+
+
+def rebuild(store: Store, now_us: int) -> State:
+    """Drop every view row and fold the whole log again (`replay --rebuild`)."""
+    state = State(origin=store.origin)
+    statements: list[tuple[int, Statement]] = []
+    for event in store.log(0):
+        statement = decode(event.wire)
+        rules.check(state, statement, event.index, now_us + 10**12)
+        fold.apply(state, event.index, statement)
+        statements.append((event.index, statement))
+    with store.transaction() as cursor:
+        store.clear_views(cursor)
+        cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, 0)")
+    save(store, state, statements, 0)
+    return state
