@@ -18,11 +18,11 @@ from typing import Any
 
 from ledger import fold, merkle, rules, views
 from ledger.aggregates import stored_log_event, stored_unit_link
-from ledger.errors import Conflict, StoreError, ViolationsFound
+from ledger.errors import BadInput, Conflict, Refused, StoreError, ViolationsFound
 from ledger.keys import PrivateKey
-from ledger.state import Finding, State
+from ledger.state import Finding, State, UnitState
 from ledger.statement import ZERO_HASH, Statement, assemble, encode_body, signed_message
-from ledger.store import Store, unblob
+from ledger.store import Store
 
 MAX_ATTEMPTS = 12
 
@@ -71,9 +71,7 @@ class Batch:
     def _ensure_serials(self, serials: Sequence[str]) -> None:
         missing = [s for s in serials if s not in self.state.units]
         if missing:
-            rows = views._load_rows(self.store, "custody_units", "serial", missing)
-            from ledger.state import UnitState
-            for row in rows:
+            for row in views.load_rows(self.store, "custody_units", "serial", missing):
                 self.state.units[row[0]] = UnitState.from_row(row)
 
     def head(self, serial: str) -> bytes:
@@ -196,5 +194,19 @@ def _describe(findings: Sequence[Finding]) -> str:
     return "the step would add findings: " + "; ".join(parts)
 
 
-def unit_rows(store: Store) -> list[Any]:
-    return [unblob(r[0]) for r in store.query("SELECT row FROM custody_units")]
+def open_ledger(store: Store, key: PrivateKey, *, origin: str, co_authorities: Sequence[bytes],
+                operator: bytes, policy_text: str, at: int | None = None,
+                clock: Callable[[], int] = now_us) -> Recorded:
+    """Append the genesis `ledger_opened` to an empty store; `key` is the first authority."""
+    if store.opened:
+        raise Refused(f"{store.url} already holds a ledger ({store.origin})")
+    if not origin or any(c.isspace() for c in origin) or "+" in origin:
+        raise BadInput(f"bad origin {origin!r}: use a name like custody.example/h200-cn (no spaces)")
+    authorities = [key.public, *[k for k in co_authorities if k != key.public]]
+    batch = Batch(store, clock)
+    statement = sign_statement(key, origin=origin, kind="ledger_opened", at=at if at is not None else clock(),
+                               units=(), data={"authorities": authorities, "operator": operator,
+                                               "policy": policy_text})
+    batch.add(statement)
+    batch.commit()
+    return Recorded(index=0, statement=statement, findings=(), skipped=(), attempts=1)

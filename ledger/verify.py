@@ -77,6 +77,7 @@ class Options:
     as_of: int = 0
     now: int = 0
     progress: Progress | None = None
+    workers: int | None = None
 
 
 class Verifier:

@@ -34,7 +34,7 @@ def _in(column: str, values: Sequence[str]) -> tuple[str, list[str]]:
     return f"{column} IN ({','.join('?' * len(values))})", list(values)
 
 
-def _load_rows(store: Store, table: str, column: str, keys: Iterable[str]) -> list[Any]:
+def load_rows(store: Store, table: str, column: str, keys: Iterable[str]) -> list[Any]:
     keys = sorted(set(keys))
     out: list[Any] = []
     for start in range(0, len(keys), 500):
@@ -62,8 +62,8 @@ def load_partial(store: Store, statements: Sequence[Statement]) -> State:
             state.signed[kid] = signed
             for _, _, more in signed:
                 serials.update(more)
-    state.units = {r[0]: UnitState.from_row(r) for r in _load_rows(store, "custody_units", "serial", serials)}
-    state.duty = {r[0]: DutyEntry.from_row(r) for r in _load_rows(store, "custody_duty", "entry", entries)}
+    state.units = {r[0]: UnitState.from_row(r) for r in load_rows(store, "custody_units", "serial", serials)}
+    state.duty = {r[0]: DutyEntry.from_row(r) for r in load_rows(store, "custody_duty", "entry", entries)}
     return state
 
 

@@ -1,0 +1,155 @@
+"""Administrative statements: `init`, `participant`, `customer`, `policy issue`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from commands._common import DbOption, KeyOption, PassphraseOption, handle_errors, load_key, open_store
+from ledger import append, keys, policy, values
+from ledger.statement import ROLES
+
+participant_app = typer.Typer(help="Register participants and revoke their keys.", no_args_is_help=True)
+customer_app = typer.Typer(help="Approve and suspend customers.", no_args_is_help=True)
+policy_app = typer.Typer(help="Issue a new policy version.", no_args_is_help=True)
+
+
+def _recorded(result: append.Recorded, what: str) -> None:
+    typer.echo(f"recorded {what} at index {result.index} ({result.statement.hash.hex()})")
+
+
+@handle_errors
+def init(origin: Annotated[str, typer.Option("--origin", help="The ledger's name, e.g. custody.example/h200-cn.")],
+         authority: Annotated[Path, typer.Option("--authority", help="The first authority's private key.")],
+         operator: Annotated[Path, typer.Option("--operator", help="The log operator's public key.")],
+         co_authority: Annotated[list[Path] | None, typer.Option("--co-authority",
+                                                                 help="Another authority's public key.")] = None,
+         policy_file: Annotated[Path | None, typer.Option("--policy", help="Policy TOML (default: shipped).")] = None,
+         passphrase_file: PassphraseOption = None,
+         db: DbOption = None) -> None:
+    """Open a new ledger: the genesis statement."""
+    text = policy.DEFAULT_POLICY_TEXT
+    if policy_file is not None:
+        text = policy.load_policy_file(policy_file).source
+    operator_key = keys.load_public(operator)
+    co = [keys.load_public(p) for p in co_authority or []]
+    key = load_key(authority, passphrase_file)
+    with open_store(db, create=True) as store:
+        result = append.open_ledger(store, key, origin=origin, co_authorities=co, operator=operator_key,
+                                    policy_text=text)
+        typer.echo(f"opened ledger {origin} in {store.url} ({result.statement.hash.hex()})")
+
+
+@participant_app.command("add")
+@handle_errors
+def participant_add(
+    participant_id: Annotated[str, typer.Argument(metavar="ID", help="Participant id, e.g. tsmc.")],
+    role: Annotated[list[str], typer.Option("--role", help=f"One of {', '.join(ROLES)}; repeatable.")],
+    pubkey: Annotated[Path, typer.Option("--pubkey", help="The participant's public key file.")],
+    country: Annotated[str, typer.Option("--country", help="ISO 3166 alpha-2.")],
+    key: KeyOption,
+    name: Annotated[str | None, typer.Option("--name", help="Display name (default: the id).")] = None,
+    passphrase_file: PassphraseOption = None,
+    db: DbOption = None,
+) -> None:
+    """Register a participant, or add a key to one (roles are replaced by the latest)."""
+    pid = values.parse_id(participant_id, "participant id")
+    bad = [r for r in role if r not in ROLES]
+    if bad:
+        raise typer.BadParameter(f"unknown role {bad[0]!r}: use {', '.join(ROLES)}", param_hint="--role")
+    data = {"id": pid, "name": name or pid, "country": values.parse_country(country),
+            "roles": list(dict.fromkeys(role)), "key": keys.load_public(pubkey)}
+    signer = load_key(key, passphrase_file)
+    with open_store(db) as store:
+        _recorded(append.record(store, signer, "participant_registered", data), f"participant {pid}")
+
+
+@participant_app.command("revoke-key")
+@handle_errors
+def revoke_key(
+    target: Annotated[str, typer.Argument(metavar="PUBFILE|KEYID", help="The key to revoke.")],
+    key: KeyOption,
+    at: Annotated[str | None, typer.Option("--at", help="When the revocation takes effect (default: now).")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why.")] = "",
+    passphrase_file: PassphraseOption = None,
+    db: DbOption = None,
+) -> None:
+    """Revoke a key: refused from now on; earlier statements signed at or after --at are flagged."""
+    effective = values.parse_time(at) if at else append.now_us()
+    signer = load_key(key, passphrase_file)
+    with open_store(db) as store:
+        public = _resolve_key(store, target)
+        data = {"key": public, "effective": effective, "reason": reason}
+        _recorded(append.record(store, signer, "key_revoked", data), "key revocation")
+
+
+def _resolve_key(store: object, target: str) -> bytes:
+    from ledger import views
+    from ledger.errors import NotFound
+    from ledger.store import Store
+
+    path = Path(target)
+    if path.exists():
+        return keys.load_public(path)
+    assert isinstance(store, Store)
+    info = views.current(store, append.now_us()).keys.get(target.lower())
+    if info is None:
+        raise NotFound(f"{target!r} is neither a public key file nor a key id known to the ledger")
+    return info.public
+
+
+@customer_app.command("approve")
+@handle_errors
+def customer_approve(
+    customer_id: Annotated[str, typer.Argument(metavar="ID")],
+    cap: Annotated[int, typer.Option("--cap", min=0, help="Units it may receive.")],
+    license_: Annotated[str, typer.Option("--license", help="The export licence.")],
+    key: KeyOption,
+    until: Annotated[str | None, typer.Option("--until", help="Last day of the approval (UTC).")] = None,
+    passphrase_file: PassphraseOption = None,
+    db: DbOption = None,
+) -> None:
+    """Approve a customer with a cap (a new approval replaces the cap, not the count)."""
+    data: dict[str, object] = {"id": values.parse_id(customer_id, "customer id"), "cap": cap,
+                               "license": license_}
+    if until:
+        data["valid_until"] = values.next_midnight(values.parse_time(until))
+    signer = load_key(key, passphrase_file)
+    with open_store(db) as store:
+        _recorded(append.record(store, signer, "customer_approved", data), f"approval of {customer_id}")
+
+
+@customer_app.command("suspend")
+@handle_errors
+def customer_suspend(
+    customer_id: Annotated[str, typer.Argument(metavar="ID")],
+    key: KeyOption,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    passphrase_file: PassphraseOption = None,
+    db: DbOption = None,
+) -> None:
+    """Suspend a customer's approval."""
+    data = {"id": values.parse_id(customer_id, "customer id"), "reason": reason}
+    signer = load_key(key, passphrase_file)
+    with open_store(db) as store:
+        _recorded(append.record(store, signer, "customer_suspended", data), f"suspension of {customer_id}")
+
+
+@policy_app.command("issue")
+@handle_errors
+def policy_issue(file: Annotated[Path, typer.Argument(help="Policy TOML.")], key: KeyOption,
+                 passphrase_file: PassphraseOption = None, db: DbOption = None) -> None:
+    """Record a new policy version; it acts on the statements logged after it."""
+    text = policy.load_policy_file(file).source
+    signer = load_key(key, passphrase_file)
+    with open_store(db) as store:
+        _recorded(append.record(store, signer, "policy_issued", {"policy": text}), "policy")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.add_typer(participant_app, name="participant")
+    app.add_typer(customer_app, name="customer")
+    app.add_typer(policy_app, name="policy")

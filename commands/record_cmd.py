@@ -1,0 +1,130 @@
+"""`custody record STEP`: a participant signs and appends one custody step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from commands._common import (
+    EXIT_INTEGRITY,
+    DbOption,
+    KeyOption,
+    PassphraseOption,
+    fail,
+    handle_errors,
+    load_key,
+    open_store,
+)
+from ledger import append, values
+from ledger.errors import ViolationsFound
+
+STEPS = {"fabricated": "fabricated", "shipped-to-us": "shipped_to_us", "inspected": "inspected",
+         "duty-paid": "duty_paid", "re-exported": "re_exported", "received": "received"}
+
+# which step options each step needs: option name -> data field
+NEEDS = {
+    "fabricated": ("model", "site", "lot"),
+    "shipped_to_us": ("port_of_entry", "waybill"),
+    "inspected": ("result", "site", "country", "report"),
+    "duty_paid": ("entry", "entered_value", "duty"),
+    "re_exported": ("consignee", "license", "destination"),
+    "received": ("site",),
+}
+
+
+def _option(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _data(kind: str, given: dict[str, str | None]) -> dict[str, Any]:
+    extra = [f for f, v in given.items() if v is not None and f not in NEEDS[kind]]
+    if extra:
+        raise typer.BadParameter(f"{_option(extra[0])} does not apply to {kind.replace('_', '-')}")
+    data: dict[str, Any] = {}
+    for field in NEEDS[kind]:
+        value = given.get(field)
+        if value is None:
+            raise typer.BadParameter(f"{kind.replace('_', '-')} needs {_option(field)}")
+        if field in ("entered_value", "duty"):
+            data[field] = values.parse_money(value)
+        elif field in ("country", "destination"):
+            data[field] = values.parse_country(value)
+        elif field == "consignee":
+            data[field] = values.parse_id(value, "consignee")
+        elif field == "result":
+            if value not in ("pass", "fail"):
+                raise typer.BadParameter(f"--result must be pass or fail, not {value!r}")
+            data[field] = value
+        else:
+            data[field] = value
+    return data
+
+
+@handle_errors
+def record(
+    step: Annotated[str, typer.Argument(metavar="STEP", help="fabricated, shipped-to-us, inspected, duty-paid, "
+                                                           "re-exported or received.")],
+    key: KeyOption,
+    serial: Annotated[list[str] | None, typer.Option("--serial", help="A unit's serial; repeatable.")] = None,
+    serials_file: Annotated[Path | None, typer.Option("--serials-file", help="One serial per line.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="When the step happened (default: now).")] = None,
+    allow_violation: Annotated[bool, typer.Option("--allow-violation", help="Record even with findings.")] = False,
+    skip_violating: Annotated[bool, typer.Option("--skip-violating",
+                                                 help="Record the clean units only.")] = False,
+    model: Annotated[str | None, typer.Option("--model")] = None,
+    site: Annotated[str | None, typer.Option("--site")] = None,
+    lot: Annotated[str | None, typer.Option("--lot")] = None,
+    port_of_entry: Annotated[str | None, typer.Option("--port-of-entry")] = None,
+    waybill: Annotated[str | None, typer.Option("--waybill")] = None,
+    result: Annotated[str | None, typer.Option("--result", help="pass or fail")] = None,
+    country: Annotated[str | None, typer.Option("--country")] = None,
+    report: Annotated[str | None, typer.Option("--report")] = None,
+    entry: Annotated[str | None, typer.Option("--entry", help="Customs entry number.")] = None,
+    entered_value: Annotated[str | None, typer.Option("--entered-value", help="USD, e.g. 216000.00")] = None,
+    duty: Annotated[str | None, typer.Option("--duty", help="USD, e.g. 54000.00")] = None,
+    consignee: Annotated[str | None, typer.Option("--consignee")] = None,
+    license_: Annotated[str | None, typer.Option("--license")] = None,
+    destination: Annotated[str | None, typer.Option("--destination")] = None,
+    passphrase_file: PassphraseOption = None,
+    db: DbOption = None,
+) -> None:
+    """Sign and append one custody step for one or more units."""
+    kind = STEPS.get(step)
+    if kind is None:
+        raise typer.BadParameter(f"unknown step {step!r}: use {', '.join(STEPS)}", param_hint="STEP")
+    if allow_violation and skip_violating:
+        raise typer.BadParameter("give --allow-violation or --skip-violating, not both")
+    data = _data(kind, {"model": model, "site": site, "lot": lot, "port_of_entry": port_of_entry,
+                        "waybill": waybill, "result": result, "country": country, "report": report,
+                        "entry": entry, "entered_value": entered_value, "duty": duty, "consignee": consignee,
+                        "license": license_, "destination": destination})
+    serials = [values.check_serial(s) for s in serial or []]
+    if serials_file is not None:
+        serials += values.read_serials_file(serials_file)
+    if not serials:
+        raise typer.BadParameter("give --serial or --serials-file")
+    if len(set(serials)) != len(serials):
+        raise typer.BadParameter("a serial is given twice")
+    when = values.parse_time(at) if at else None
+    mode = "allow" if allow_violation else "skip" if skip_violating else "refuse"
+    signer = load_key(key, passphrase_file)
+    with open_store(db) as store:
+        try:
+            done = append.record(store, signer, kind, data, serials, at=when, mode=mode)
+        except ViolationsFound as e:
+            raise fail(f"refused: {e.detail} (use --allow-violation to record anyway, or --skip-violating)",
+                       EXIT_INTEGRITY) from None
+    units = len(done.statement.units)
+    typer.echo(f"recorded {step} for {units} unit{'s' if units != 1 else ''} at index {done.index} "
+               f"({done.statement.hash.hex()})")
+    if done.skipped:
+        typer.echo(f"skipped {len(done.skipped)} violating unit(s): {', '.join(done.skipped)}")
+    if done.findings:
+        codes = sorted({f.code for f in done.findings})
+        typer.echo(f"recorded with {len(done.findings)} finding(s): {', '.join(codes)}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("record")(record)
