@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import typer
+from typer import exceptions as typer_exceptions
 from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
 
@@ -34,7 +35,7 @@ class _OneLineGroup(TyperGroup):
         except click_exceptions.ClickException as e:
             typer.echo(f"custody: {' '.join(e.format_message().split())}", err=True)
             sys.exit(_common.EXIT_USAGE)
-        except click_exceptions.Abort:
+        except typer_exceptions.Abort:
             typer.echo("custody: aborted", err=True)
             sys.exit(_common.EXIT_USAGE)
         code = rv if isinstance(rv, int) else 0

@@ -1,0 +1,148 @@
+"""Shared fixtures: the shared vectors, a CLI runner, stores on both backends, a populated ledger."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from commands.main import app
+from ledger import keys
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PG_ENV = "CUSTODY_TEST_PG"  # e.g. postgresql://postgres@127.0.0.1:5432/test; set by .ci/run
+ORIGIN = "custody.test/h200-cn"
+PARTICIPANTS = {  # name: (id, role, country)
+    "tsmc": ("tsmc", "fab", "TW"),
+    "kerry": ("kerry", "carrier", "US"),
+    "uslab": ("uslab", "inspector", "US"),
+    "cbp": ("cbp", "customs", "US"),
+    "nvidia": ("nvidia", "exporter", "US"),
+    "alibaba": ("alibaba", "customer", "CN"),
+    "bytedance": ("bytedance", "customer", "CN"),
+}
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"the shared vectors are absent ({SHARED})")
+    return SHARED
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _postgres_url() -> str | None:
+    return os.environ.get(PG_ENV) or None
+
+
+def new_postgres_schema() -> str:
+    """A fresh schema on the test server, so test runs never collide; returns the store URL."""
+    import psycopg
+
+    base = _postgres_url()
+    assert base is not None
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base.split("?")[0], autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return f"{base.split('?')[0]}?schema={schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One test body, both stores: a file path for SQLite, a fresh schema's URL for PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "custody.db")
+    if not _postgres_url():
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (set by .ci/run)")
+    return new_postgres_schema()
+
+
+@dataclass
+class Ledger:
+    """A ledger opened through the CLI, with unencrypted keys in `dir/keys`."""
+
+    dir: Path
+    db: str
+    runner: CliRunner
+
+    def key(self, name: str) -> str:
+        return str(self.dir / "keys" / name)
+
+    def pub(self, name: str) -> str:
+        return str(self.dir / "keys" / f"{name}.pub")
+
+    def cli(self, *args: str, ok: bool | None = None, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        result = self.runner.invoke(app, ["--db", self.db, *args], env=env)
+        if ok is True:
+            assert result.exit_code == 0, (args, result.stdout, result.stderr)
+        return result
+
+    def record(self, step: str, signer: str, serials: list[str], *extra: str, ok: bool | None = None):  # type: ignore[no-untyped-def]
+        args = ["record", step, "--key", self.key(signer)]
+        for s in serials:
+            args += ["--serial", s]
+        return self.cli(*args, *extra, ok=ok)
+
+    def full_flow(self, serials: list[str], customer: str = "alibaba", *, at: str | None = None) -> None:
+        """Take `serials` cleanly through all six steps."""
+        when = ["--at", at] if at else []
+        self.record("fabricated", "tsmc", serials, "--model", "H200-SXM5-141GB", "--site", "Fab 18",
+                    "--lot", "L1", *when, ok=True)
+        self.record("shipped-to-us", "kerry", serials, "--port-of-entry", "DFW", "--waybill", "W1", *when,
+                    ok=True)
+        self.record("inspected", "uslab", serials, "--result", "pass", "--site", "Lab", "--country", "US",
+                    "--report", "R1", *when, ok=True)
+        value = 20_000 * len(serials)
+        self.record("duty-paid", "cbp", serials, "--entry", f"E-{serials[0]}", "--entered-value",
+                    f"{value}.00", "--duty", f"{value // 4}.00", *when, ok=True)
+        self.record("re-exported", "nvidia", serials, "--consignee", customer, "--license", "LIC-1",
+                    "--destination", "CN", *when, ok=True)
+        self.record("received", customer, serials, "--site", "Hangzhou", *when, ok=True)
+
+
+def make_keys(directory: Path, names: list[str]) -> None:
+    for name in names:
+        keys.write_keypair(directory, name, keys.generate(), None, comment=name)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, runner: CliRunner, db_url: str) -> Iterator[Ledger]:
+    """An opened ledger with the usual participants and two approved customers (caps 100 and 5)."""
+    make_keys(tmp_path / "keys", ["authority", "operator", "rogue", *PARTICIPANTS])
+    book = Ledger(tmp_path, db_url, runner)
+    book.cli("init", "--origin", ORIGIN, "--authority", book.key("authority"), "--operator",
+             book.pub("operator"), ok=True)
+    for name, (pid, role, country) in PARTICIPANTS.items():
+        book.cli("participant", "add", pid, "--role", role, "--pubkey", book.pub(name), "--country", country,
+                 "--key", book.key("authority"), ok=True)
+    book.cli("customer", "approve", "alibaba", "--cap", "100", "--license", "LIC-1", "--key",
+             book.key("authority"), ok=True)
+    book.cli("customer", "approve", "bytedance", "--cap", "5", "--license", "LIC-2", "--key",
+             book.key("authority"), ok=True)
+    yield book
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path, runner: CliRunner) -> Iterator[Ledger]:
+    """The same ledger on SQLite only, for tests that edit the database file directly."""
+    make_keys(tmp_path / "keys", ["authority", "operator", "rogue", *PARTICIPANTS])
+    book = Ledger(tmp_path, str(tmp_path / "custody.db"), runner)
+    book.cli("init", "--origin", ORIGIN, "--authority", book.key("authority"), "--operator",
+             book.pub("operator"), ok=True)
+    for name, (pid, role, country) in PARTICIPANTS.items():
+        book.cli("participant", "add", pid, "--role", role, "--pubkey", book.pub(name), "--country", country,
+                 "--key", book.key("authority"), ok=True)
+    book.cli("customer", "approve", "alibaba", "--cap", "100", "--license", "LIC-1", "--key",
+             book.key("authority"), ok=True)
+    book.cli("customer", "approve", "bytedance", "--cap", "5", "--license", "LIC-2", "--key",
+             book.key("authority"), ok=True)
+    yield book
