@@ -230,9 +230,9 @@ def assemble(body: bytes, signature: bytes) -> Statement:
     return decode(msgpack.packb([body, signature], use_bin_type=True))
 
 
-def verify_signature(statement: Statement, public_key: bytes) -> None:
+def verify_signature(statement: Statement, public_key: bytes, index: int | None = None) -> None:
     """Raise `SignatureInvalid` unless libsodium accepts the signature under `public_key`."""
     try:
         VerifyKey(public_key).verify(signed_message(statement.body), statement.signature)
     except (BadSignatureError, ValueError) as e:
-        raise SignatureInvalid(f"{statement.kind} signature does not verify") from e
+        raise SignatureInvalid(f"{statement.kind} signature does not verify", index) from e

@@ -233,6 +233,12 @@ class Store:
 
     # --- views: plain tables beside the events -----------------------------------------------------
 
+    def _scope(self, cursor: Any) -> None:
+        """On PostgreSQL, the views live in the same schema as the events."""
+        if self.postgres:
+            schema = self._datastore.schema or "public"
+            cursor.execute(f'SET LOCAL search_path TO "{schema}"')
+
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s").replace("BLOB", "BYTEA") if self.postgres else statement
 
@@ -243,6 +249,7 @@ class Store:
             raise StoreError("this store is open read-only")
         try:
             with self._datastore.transaction(commit=True) as cursor:
+                self._scope(cursor)
                 yield _Cursor(cursor, self)
         except es.PersistenceError as e:
             raise StoreError(f"cannot write views to {redact(self.url)}: {_first_line(e)}") from e
@@ -255,8 +262,9 @@ class Store:
         """Rows of a read on the views tables; an absent table reads as no rows."""
         try:
             with self._datastore.transaction(commit=False) as cursor:
+                self._scope(cursor)
                 cursor.execute(self._sql(statement), tuple(params))
-                return [tuple(row) for row in cursor.fetchall()]
+                return [_row(row) for row in cursor.fetchall()]
         except Exception as e:
             if "no such table" in str(e) or "does not exist" in str(e):
                 return []
@@ -300,7 +308,12 @@ class _Cursor:
             self._cursor.executemany(self._store._sql(statement), [tuple(r) for r in rows])
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self._cursor.fetchall()]
+        return [_row(row) for row in self._cursor.fetchall()]
+
+
+def _row(row: Any) -> tuple[Any, ...]:
+    """A result row as a tuple: psycopg's dict rows and sqlite3's rows alike."""
+    return tuple(row.values()) if isinstance(row, dict) else tuple(row)
 
 
 def _log_event(row: StoredEvent) -> LogEvent:
