@@ -20,7 +20,7 @@ from ledger import fold, merkle, rules, views
 from ledger.aggregates import stored_log_event, stored_unit_link
 from ledger.errors import BadInput, Conflict, Refused, StoreError, ViolationsFound
 from ledger.keys import PrivateKey
-from ledger.state import Finding, State, UnitState
+from ledger.state import DutyEntry, Finding, State, UnitState
 from ledger.statement import ZERO_HASH, Statement, assemble, encode_body, signed_message
 from ledger.store import Store
 
@@ -55,24 +55,49 @@ class Batch:
         self.origin = store.origin
         self.statements: list[tuple[int, Statement]] = []
         self._events: list[Any] = []
+        self._signed_loaded: set[str] = set()
+        self._absent: set[str] = set()  # serials the views were asked for and lack
+        self._absent_entries: set[str] = set()  # the same for duty entries
         self._now = datetime.now(UTC)
 
     def _ensure(self, statement: Statement) -> None:
-        """Load the view rows `statement` touches that this batch has not loaded yet."""
+        """Load the view rows `statement` touches that this batch has not loaded yet.
+
+        Each unit and duty entry is asked for once per commit (a bulk append touches it again and again);
+        only a revocation, which looks back at everything its key signed, takes the general path.
+        """
+        if statement.kind == "key_revoked":
+            self._ensure_revocation(statement)
+            return
+        self._ensure_serials(statement.serials)
+        if statement.kind == "duty_paid":
+            entry = statement.data["entry"]
+            if entry not in self.state.duty and entry not in self._absent_entries:
+                for row in views.load_rows(self.store, "custody_duty", "entry", [entry]):
+                    self.state.duty[row[0]] = DutyEntry.from_row(row)
+                if entry not in self.state.duty:
+                    self._absent_entries.add(entry)
+
+    def _ensure_revocation(self, statement: Statement) -> None:
         fresh = views.load_partial(self.store, [statement])
         for serial, unit in fresh.units.items():
             self.state.units.setdefault(serial, unit)
         for entry, duty in fresh.duty.items():
             self.state.duty.setdefault(entry, duty)
         for kid, signed in fresh.signed.items():
-            if kid not in self.state.signed:
-                self.state.signed[kid] = signed + self.state.signed.get(kid, [])
+            if kid not in self._signed_loaded:  # stored rows, then what this batch signed since
+                self._signed_loaded.add(kid)
+                stored = {row[0] for row in signed}
+                self.state.signed[kid] = signed + [r for r in self.state.signed.get(kid, [])
+                                                   if r[0] not in stored]
 
     def _ensure_serials(self, serials: Sequence[str]) -> None:
-        missing = [s for s in serials if s not in self.state.units]
+        units, absent = self.state.units, self._absent
+        missing = [s for s in serials if s not in units and s not in absent]
         if missing:
             for row in views.load_rows(self.store, "custody_units", "serial", missing):
-                self.state.units[row[0]] = UnitState.from_row(row)
+                units[row[0]] = UnitState.from_row(row)
+            absent.update(s for s in missing if s not in units)
 
     def head(self, serial: str) -> bytes:
         self._ensure_serials([serial])
@@ -91,13 +116,16 @@ class Batch:
     def preview(self, statement: Statement) -> list[Finding]:
         """The findings `statement` would add, computed on copies: the pre-check."""
         self._ensure(statement)
+        units, duty = self.state.units, self.state.duty
+        # copies of just the rows the fold may change: this statement's units and duty entry, the customers
+        entry = statement.data.get("entry") if statement.kind == "duty_paid" else None
         scratch = State(size=self.size, origin=self.state.origin, operator=self.state.operator,
                         policy=self.state.policy, keys=self.state.keys,
                         participants=self.state.participants,
                         customers=copy.deepcopy(self.state.customers),
-                        units={s: copy.deepcopy(self.state.units[s]) for s in statement.serials
-                               if s in self.state.units},
-                        duty=copy.deepcopy(self.state.duty))
+                        units={s: UnitState.from_row(units[s].to_row()) for s in statement.serials
+                               if s in units},
+                        duty={entry: DutyEntry.from_row(duty[entry].to_row())} if entry in duty else {})
         return fold.apply(scratch, self.size, statement)
 
     def add(self, statement: Statement) -> list[Finding]:
@@ -130,7 +158,11 @@ class Batch:
             pass  # another writer caught the views up first
         self.start = self.size
         self.statements, self._events = [], []
+        # The views now hold these rows: forget them, so a long bulk append neither rewrites them at every
+        # commit nor keeps them all in memory (what a later statement touches is loaded again).
         self.state.findings = []
+        self.state.units, self.state.duty, self.state.signed = {}, {}, {}
+        self._signed_loaded, self._absent, self._absent_entries = set(), set(), set()
         self._now = datetime.now(UTC)
 
 

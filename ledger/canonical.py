@@ -16,20 +16,29 @@ from ledger.errors import EncodingInvalid
 
 Value = int | str | bytes | list["Value"] | dict[str, "Value"]
 
+# Statements nest three deep (body → units → pair); a cap keeps hostile nesting from exhausting the
+# Python stack (a RecursionError is not an EncodingInvalid) long before msgpack's own limit.
+MAX_DEPTH = 32
+_PLAIN = frozenset({int, str, bytes})  # exact types (bool is a subclass of int, not `int`)
 
-def _check(obj: Any) -> Any:
+
+def _check(obj: Any, depth: int = 0) -> Any:
     """Rebuild `obj` with sorted maps, refusing types outside the canonical subset."""
+    if depth > MAX_DEPTH:
+        raise EncodingInvalid(f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(obj, bool) or obj is None or isinstance(obj, float):
         raise EncodingInvalid(f"{type(obj).__name__} is not allowed in canonical msgpack")
     if isinstance(obj, int | str | bytes):
         return obj
     if isinstance(obj, list | tuple):
-        return [_check(item) for item in obj]
+        if depth < MAX_DEPTH:  # items of exactly int, str or bytes need no call: units are 1,000s of pairs
+            return [item if type(item) in _PLAIN else _check(item, depth + 1) for item in obj]
+        return [_check(item, depth + 1) for item in obj]
     if isinstance(obj, dict):
         for key in obj:
             if not isinstance(key, str):
                 raise EncodingInvalid("map keys must be text")
-        return {key: _check(obj[key]) for key in sorted(obj, key=lambda k: k.encode("utf-8"))}
+        return {key: _check(obj[key], depth + 1) for key in sorted(obj, key=lambda k: k.encode("utf-8"))}
     raise EncodingInvalid(f"{type(obj).__name__} is not allowed in canonical msgpack")
 
 
@@ -47,7 +56,7 @@ def unpack(data: bytes) -> Any:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, timestamp=0)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
             UnicodeDecodeError) as e:
-        raise EncodingInvalid(f"not msgpack: {e}") from e
+        raise EncodingInvalid(f"not msgpack: {e or type(e).__name__}") from e
     if pack(obj) != data:
         raise EncodingInvalid("not canonical msgpack (key order, integer width or header size)")
     return obj

@@ -36,8 +36,7 @@ def _apply_admin(state: State, index: int, statement: Statement, out: list[Findi
     if kind == "ledger_opened":
         state.origin = statement.origin
         state.operator = data["operator"]
-        state.policy = parse_policy(data["policy"])
-        state.policies.append((index, data["policy"]))
+        _set_policy(state, index, data["policy"])
         for public in data["authorities"]:
             state.keys[key_id(public)] = KeyInfo(public, None, authority=True)
     elif kind == "participant_registered":
@@ -49,10 +48,17 @@ def _apply_admin(state: State, index: int, statement: Statement, out: list[Findi
             state.keys[kid] = KeyInfo(data["key"], pid)
     elif kind == "key_revoked":
         kid = key_id(data["key"])
-        info = state.keys[kid]
+        info = state.keys.get(kid)
+        if info is None:  # only where a replay by time left the key's registration out
+            info = state.keys[kid] = KeyInfo(data["key"], None)
+        effective: int = data["effective"]
         if info.revoked_index is None:
-            info.revoked_index, info.effective = index, data["effective"]
-            _flag_signed_after(state, kid, data["effective"], index, out)
+            info.revoked_index, info.effective = index, effective
+            _flag_signed_after(state, kid, effective, None, index, out)
+        elif info.effective is None or effective < info.effective:
+            # a later revocation with an earlier effect: flag what the first one did not reach
+            _flag_signed_after(state, kid, effective, info.effective, index, out)
+            info.effective = effective
     elif kind == "customer_approved":
         customer = state.customers.setdefault(data["id"], Customer(data["id"]))
         customer.cap, customer.license = data["cap"], data["license"]
@@ -62,14 +68,20 @@ def _apply_admin(state: State, index: int, statement: Statement, out: list[Findi
         customer = state.customers.setdefault(data["id"], Customer(data["id"]))
         customer.suspended = True
     elif kind == "policy_issued":
-        state.policy = parse_policy(data["policy"])
-        state.policies.append((index, data["policy"]))
+        _set_policy(state, index, data["policy"])
 
 
-def _flag_signed_after(state: State, kid: str, effective: int, revoked_at: int,
+def _set_policy(state: State, index: int, text: str) -> None:
+    """A recorded policy acts on what follows it, unless a what-if policy replaces them all."""
+    state.policies.append((index, text))
+    state.policy = state.what_if if state.what_if is not None else parse_policy(text)
+
+
+def _flag_signed_after(state: State, kid: str, effective: int, before: int | None, revoked_at: int,
                        out: list[Finding]) -> None:
+    """DESIGN.md `SIGNED_AFTER_REVOCATION`: the key's statements with `effective` ≤ `at` (< `before`)."""
     for index, at, serials in state.signed.get(kid, ()):
-        if at < effective:
+        if at < effective or (before is not None and at >= before):
             continue
         detail = f"signed at or after the key's revocation took effect (revoked at index {revoked_at})"
         if not serials:
@@ -180,9 +192,9 @@ def _consign(state: State, unit: UnitState, customer: Customer | None, consignee
         _flag(state, out, unit, unit.serial, "UNAPPROVED_CUSTOMER", index,
               f"{consignee} has no approval in force")
         return
-    if unit.counted_for == consignee:
+    if consignee in unit.counted:
         return  # distinct units: a unit re-exported twice to one customer counts once
-    unit.counted_for = consignee
+    unit.counted.append(consignee)
     customer.consigned += 1
     if customer.consigned > customer.cap:
         customer.over_cap += 1

@@ -6,8 +6,10 @@ verification accepts. Encoding is checked earlier, by `statement.decode`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
+from ledger import keys
 from ledger.errors import (
     ChainBroken,
     EncodingInvalid,
@@ -19,19 +21,31 @@ from ledger.errors import (
     SignerUnknown,
     TimeInvalid,
 )
-from ledger.keys import is_small_order
 from ledger.policy import parse_policy
 from ledger.state import State
 from ledger.statement import ADMIN_KINDS, STEP_ROLE, ZERO_HASH, Statement, key_id, verify_signature
 
 MAX_CLOCK_SKEW_US = 5 * 60 * 1_000_000  # DESIGN.md: `at` at most 5 minutes ahead of the real clock
 
+# The small-order test costs a few modular exponentiations; the same few keys are checked again at every
+# verification of every registration, so remember the answers.
+is_small_order = functools.lru_cache(maxsize=4096)(keys.is_small_order)
 
-def check_policy_text(text: str, index: int) -> None:
+
+@functools.lru_cache(maxsize=64)
+def _policy_problem(text: str) -> str | None:
+    """Why a recorded policy text is malformed, or None; verification meets the same few texts again."""
     try:
         parse_policy(text)
     except PolicyInvalid as e:
-        raise EncodingInvalid(f"recorded policy is malformed: {e.detail}", index) from e
+        return e.detail
+    return None
+
+
+def check_policy_text(text: str, index: int) -> None:
+    problem = _policy_problem(text)
+    if problem is not None:
+        raise EncodingInvalid(f"recorded policy is malformed: {problem}", index)
 
 
 def _check_genesis(statement: Statement, index: int, trusted: Collection[bytes] | None) -> None:
@@ -76,8 +90,8 @@ def _check_admin(state: State, statement: Statement, index: int) -> None:
             raise SignerUnknown("the registered key is of small order", index)
         owner = state.keys.get(key_id(key))
         if owner is not None and (owner.authority or owner.participant != data["id"]):
-            raise SignerUnknown(f"key {key_id(key)[:16]}… already belongs to {owner.participant or 'an authority'}",
-                                index)
+            holder = owner.participant or "an authority"
+            raise SignerUnknown(f"key {key_id(key)[:16]}… already belongs to {holder}", index)
     elif statement.kind == "key_revoked":
         if key_id(data["key"]) not in state.keys:
             raise SignerUnknown(f"revoked key {key_id(data['key'])[:16]}… is not known", index)

@@ -15,6 +15,11 @@ from ledger.policy import Policy, default_policy, parse_policy
 
 STAGE = {"fabricated": 1, "shipped_to_us": 2, "inspected": 3, "duty_paid": 3, "re_exported": 4,
          "received": 5}
+# DESIGN.md "Compliance": every finding code, in the table's order (reports group findings in this order)
+CODES = ("PROHIBITED_MODEL", "UNAPPROVED_FAB", "NOT_ROUTED_VIA_US", "SKIPPED_INSPECTION", "FAILED_INSPECTION",
+         "INSPECTION_OUTSIDE_US", "SKIPPED_DUTY", "UNDERPAID_DUTY", "UNDERVALUED_ENTRY", "SKIPPED_EXPORT",
+         "UNAPPROVED_CUSTOMER", "DIVERSION", "CAP_EXCEEDED", "OUT_OF_ORDER", "SIGNED_AFTER_REVOCATION",
+         "OVERDUE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +135,7 @@ class UnitState:
     duty_paid: bool = False
     exported: bool = False
     consignee: str | None = None
-    counted_for: str | None = None  # the customer whose cap this unit counts toward
+    counted: list[str] = field(default_factory=list)  # the customers whose caps this unit counts toward
     received: bool = False
     links: int = 1  # the length of its chain: the version of its aggregate
     codes: set[str] = field(default_factory=set)
@@ -138,11 +143,14 @@ class UnitState:
     def to_row(self) -> list[Any]:
         return [self.serial, self.head, self.at, self.index, self.step, self.stage, self.model,
                 self.shipped, self.inspection, self.duty_paid, self.exported, self.consignee,
-                self.counted_for, self.received, self.links, sorted(self.codes)]
+                list(self.counted), self.received, self.links, sorted(self.codes)]
 
     @classmethod
     def from_row(cls, row: list[Any]) -> UnitState:
-        return cls(*row[:15], codes=set(row[15]))
+        (serial, head, at, index, step, stage, model, shipped, inspection, duty_paid, exported, consignee,
+         counted, received, links, codes) = row
+        return cls(serial, head, at, index, step, stage, model, shipped, inspection, duty_paid, exported,
+                   consignee, list(counted), received, links, set(codes))
 
 
 @dataclass(slots=True)
@@ -165,8 +173,10 @@ class State:
     findings: list[Finding] = field(default_factory=list)
     # key id -> [(index, at, serials)] of the statements it signed: SIGNED_AFTER_REVOCATION looks back
     signed: dict[str, list[tuple[int, int, tuple[str, ...]]]] = field(default_factory=dict)
-    # log index of the latest administrative statement, and of each policy version
+    # the log index and source of each recorded policy version, oldest first
     policies: list[tuple[int, str]] = field(default_factory=list)
+    # a what-if policy (`replay --policy`): replaces every recorded one, the genesis' included; never stored
+    what_if: Policy | None = None
 
     def authority_row(self) -> list[Any]:
         """The small authority part of the state, stored as one row of the views."""

@@ -1,19 +1,29 @@
 """The one seam to the database: `eventsourcing` recorders for events, plain SQL for the views.
 
-SQLite (a file path) is the embedded default; `postgresql://…` selects PostgreSQL. Everything above
-this module sees `Store` only: stored events in, stored events out, and a transaction for view rows.
-Driver errors are re-raised as `StoreError` (or `Conflict`, for a lost race) `from` the original.
+SQLite (a file path) is the embedded default; `postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?schema=NAME]`
+selects PostgreSQL. Everything above this module sees `Store` only: stored events in, stored events out,
+and a transaction for view rows. Driver errors are re-raised `from` the original as `StoreError` (exit 2:
+unreachable, locked too long, connection lost) or `Conflict` (a lost race: retry).
+
+On PostgreSQL a missing password is left to libpq (`PGPASSWORD`, `PGPASSFILE`, `~/.pgpass`); the server is
+reached once directly before the pool opens, so a bad address, role or database fails at once with libpq's
+own reason; writers serialise on a transaction-scoped advisory lock instead of eventsourcing's
+`LOCK TABLE … IN EXCLUSIVE MODE`, so run-time roles need only SELECT and INSERT on the events table.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
-from collections.abc import Iterator, Sequence
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 import msgpack
@@ -21,19 +31,30 @@ from eventsourcing import persistence as es
 from eventsourcing.persistence import InfrastructureFactory, StoredEvent
 
 from ledger.aggregates import (
-    CHECKPOINT_TOPICS,
     LOG_TOPICS,
     UNIT_TOPICS,
     checkpoints_id,
     decode_state,
     unit_id,
 )
-from ledger.errors import Conflict, NotALedger, StoreError
+from ledger.errors import BadInput, Conflict, LedgerError, NotALedger, StoreError
 
 DEFAULT_DB = "custody.db"
-SQLITE_LOCK_TIMEOUT_S = 15  # a second writer waits this long for the file lock, then retries
+LOCK_TIMEOUT_ENV = "CUSTODY_LOCK_TIMEOUT"  # seconds a writer waits for another writer's lock
+DEFAULT_LOCK_TIMEOUT_S = 30
+CONNECT_TIMEOUT_S = 5
+EVENTS_TABLE = "stored_events"  # eventsourcing's name for an application without a name
+_SQLITE_BUSY_SNAPSHOT = 517  # sqlite3.h: SQLITE_BUSY | (2 << 8), a stale read snapshot; never waited for
+_SQLITE_BUSY_CODES = (5, 6, 261)  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_RECOVERY
+_PG_ATTEMPTS = 3  # eventsourcing retries 10 times, 5 s each, when the server is gone; we ask first
+_SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_LIBPQ_PARAMETERS = frozenset({  # passed through to libpq from the URL's query
+    "host", "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "channel_binding", "gssencmode",
+    "application_name", "connect_timeout", "passfile", "target_session_attrs",
+})
 _VIEW_TABLES = ("custody_position", "custody_authority", "custody_units", "custody_customers",
                 "custody_duty", "custody_findings", "custody_signed")
+_URL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?schema=NAME]"
 
 
 @dataclass(frozen=True)
@@ -46,39 +67,205 @@ class LogEvent:
     range: list[bytes]
 
 
-def _is_postgres(url: str) -> bool:
+# --- addresses -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """A parsed PostgreSQL URL. `None` leaves the value to libpq (PGUSER, PGPORT, PGPASSWORD, ~/.pgpass)."""
+
+    host: str
+    dbname: str
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    schema: str = "public"
+    parameters: tuple[tuple[str, str], ...] = ()
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """libpq connection parameters; absent ones are not passed, so libpq's own defaults apply."""
+        kwargs: dict[str, Any] = {"host": self.host, "dbname": self.dbname}
+        if self.user is not None:
+            kwargs["user"] = self.user
+        if self.password is not None:
+            kwargs["password"] = self.password
+        if self.port is not None:
+            kwargs["port"] = self.port
+        kwargs.update(self.parameters)
+        return kwargs
+
+
+def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-def _postgres_env(url: str) -> dict[str, str]:
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    password = unquote(parts.password) if parts.password else os.environ.get("PGPASSWORD", "")
-    dbname = unquote(parts.path.lstrip("/"))
-    if not dbname or not parts.hostname:
-        raise StoreError(f"bad database URL {redact(url)}: use postgresql://USER@HOST[:PORT]/DBNAME")
-    env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": dbname,
-        "POSTGRES_HOST": parts.hostname,
-        "POSTGRES_PORT": str(parts.port or 5432),
-        "POSTGRES_USER": unquote(parts.username or os.environ.get("PGUSER", "postgres")),
-        "POSTGRES_PASSWORD": password,
-        "POSTGRES_CONNECT_TIMEOUT": "5",
-        "POSTGRES_LOCK_TIMEOUT": "30",
-        "POSTGRES_POOL_SIZE": "2",
-    }
-    if "schema" in query:
-        env["POSTGRES_SCHEMA"] = query["schema"][0]
-    return env
+def parse_postgres_url(url: str) -> PostgresTarget:
+    """Parse `postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?schema=NAME]` (libpq parameters may follow)."""
+    shown = redact(url)
+
+    def bad(why: str) -> StoreError:
+        return StoreError(f"bad database URL {shown}: {why}")
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise bad(str(e)) from e
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise bad(f"use {_URL_FORM}")
+    host = unquote(parts.hostname or "")
+    dbname = unquote(parts.path[1:])
+    schema = "public"
+    parameters: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "schema":
+            if not _SCHEMA.fullmatch(value):
+                raise bad(f"schema must match {_SCHEMA.pattern}")
+            schema = value
+        elif key == "password":
+            raise bad("give the password before the @, in PGPASSWORD or in ~/.pgpass, not in the query")
+        elif key in _LIBPQ_PARAMETERS:
+            parameters[key] = value
+        else:
+            raise bad(f"unknown parameter {key!r} (known: schema, {', '.join(sorted(_LIBPQ_PARAMETERS))})")
+    host = parameters.pop("host", host)
+    if not host or not dbname or "/" in dbname or parts.fragment:
+        raise bad(f"use {_URL_FORM}")
+    return PostgresTarget(host=host, dbname=dbname, user=unquote(parts.username) if parts.username else None,
+                          password=unquote(parts.password) if parts.password else None, port=port,
+                          schema=schema, parameters=tuple(sorted(parameters.items())))
 
 
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+    if not is_postgres(url):
+        return url
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return url.split("@", 1)[-1] if "@" in url else url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+
+
+def lock_timeout() -> int:
+    """How long a writer waits for another writer's lock: `CUSTODY_LOCK_TIMEOUT` seconds, default 30."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT_S
+    if not raw.isdigit() or int(raw) < 1:
+        raise BadInput(f"{LOCK_TIMEOUT_ENV} must be a whole number of seconds (at least 1), not {raw!r}")
+    return int(raw)
+
+
+# --- PostgreSQL: first contact, and the recorder -------------------------------------------------------
+
+
+def _open_postgres(target: PostgresTarget, url: str, *, create: bool) -> bool:
+    """Reach the server once, directly (a precise reason when it fails, at once); see to the schema.
+
+    Returns whether the tables must be created: only by `create`, and only where they are missing, so a
+    role without CREATE can open (and import into) an existing ledger.
+    """
+    import psycopg
+    from psycopg import sql
+
+    kwargs = target.connect_kwargs()
+    kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    try:
+        conn = psycopg.connect(**kwargs, autocommit=True)
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to {redact(url)}: {_first_line(e)}") from e
+    try:
+        with conn:
+            found = conn.execute("SELECT to_regnamespace(%s), to_regclass(%s), to_regclass(%s)",
+                                 (f'"{target.schema}"', f'"{target.schema}"."{EVENTS_TABLE}"',
+                                  f'"{target.schema}".custody_position')).fetchone()
+            assert found is not None
+            schema, events, views = found
+            if schema is None:
+                if not create:
+                    raise NotALedger(f"{redact(url)} is not a custody ledger (no schema {target.schema})")
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(target.schema)))
+            elif events is None and not create:
+                raise NotALedger(f"{redact(url)} is not a custody ledger (no {EVENTS_TABLE} table in schema "
+                                 f"{target.schema})")
+            return create and (events is None or views is None)
+    except psycopg.Error as e:
+        raise StoreError(f"cannot open {redact(url)}: {_first_line(e)}") from e
+
+
+class _ConnectionLost(es.OperationalError):
+    """The server went away mid-command and does not answer a fresh connection either."""
+
+
+def _advisory_key(schema: str, table: str) -> int:
+    digest = hashlib.sha256(f"custody-ledger/append\n{schema}.{table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@functools.cache
+def _postgres_recorder_class() -> type[Any]:
+    """eventsourcing's PostgreSQL application recorder, made to fail fast and to lock without privileges.
+
+    Built on first use: importing psycopg costs a tenth of a second that SQLite users need not pay.
+    """
+    import psycopg
+    from eventsourcing.postgres import PostgresApplicationRecorder
+    from psycopg import sql
+
+    base: Any = PostgresApplicationRecorder
+
+    def resilient(method: Callable[..., Any]) -> Callable[..., Any]:
+        """Retry a read or insert on a fresh connection, unless the server is gone or a lock timed out."""
+        inner = getattr(method, "__wrapped__", method)  # without eventsourcing's 10 × 0.2 s retries
+
+        @functools.wraps(inner)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            for attempt in range(1, _PG_ATTEMPTS + 1):
+                try:
+                    return inner(self, *args, **kwargs)
+                except (es.OperationalError, es.InterfaceError) as e:
+                    if isinstance(e.__cause__, psycopg.errors.LockNotAvailable) or attempt == _PG_ATTEMPTS:
+                        raise
+                    reason = self.probe()
+                    if reason is not None:
+                        raise _ConnectionLost(reason) from e
+                    time.sleep(0.1 * attempt)
+            raise AssertionError("unreachable")
+
+        return call
+
+    class Recorder(base):  # type: ignore[misc]
+        insert_events = resilient(base.insert_events)
+        select_events = resilient(base.select_events)
+        select_notifications = resilient(base.select_notifications)
+        max_notification_id = resilient(base.max_notification_id)
+
+        def _lock_table(self, curs: Any) -> None:
+            # Writers serialise on a transaction-scoped advisory lock: the commit order is the insert order
+            # (what eventsourcing's table lock is for), and LOCK TABLE's UPDATE privilege is not needed.
+            curs.execute(sql.SQL("SET LOCAL lock_timeout = '{0}s'").format(self.datastore.lock_timeout))
+            curs.execute("SELECT pg_advisory_xact_lock(%s)",
+                         (_advisory_key(self.datastore.schema, self.events_table_name),))
+
+        def probe(self) -> str | None:
+            """None if a fresh connection succeeds, else libpq's reason."""
+            kwargs = {k: v for k, v in self.datastore.pool.kwargs.items() if k != "row_factory"}
+            kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+            try:
+                psycopg.connect(**kwargs).close()
+            except psycopg.Error as e:
+                return _first_line(e)
+            return None
+
+    Recorder.__name__ = Recorder.__qualname__ = "CustodyPostgresRecorder"
+    return Recorder
+
+
+# --- the store -----------------------------------------------------------------------------------------
 
 
 class Store:
@@ -87,26 +274,24 @@ class Store:
     def __init__(self, url: str, *, create: bool = False, readonly: bool = False) -> None:
         self.url = url
         self.readonly = readonly
-        self.postgres = _is_postgres(url)
-        env = self._env(url, create=create, readonly=readonly)
-        try:
-            self._factory = InfrastructureFactory.construct(env=env)
-            self.recorder: Any = self._factory.application_recorder()
-        except (es.PersistenceError, OSError) as e:
-            raise StoreError(f"cannot open database {redact(url)}: {_first_line(e)}") from e
-        self._datastore: Any = self._factory.datastore  # type: ignore[attr-defined]
+        self.postgres = is_postgres(url)
+        self.lock_timeout = lock_timeout()
         self._log_id: UUID | None = None
         self.origin: str | None = None
+        self.schema = "public"
+        self._tables_missing = True
+        if self.postgres:
+            self._open_postgres(url, create=create)
+        else:
+            self._open_sqlite(url, create=create, readonly=readonly)
+        self._datastore: Any = self._factory.datastore  # type: ignore[attr-defined]
         if create:
             self._create_views()
         self._find_log()
 
     # --- opening -----------------------------------------------------------------------------------
 
-    def _env(self, url: str, *, create: bool, readonly: bool) -> dict[str, str]:
-        common = {"CREATE_TABLE": "true" if create else "false"}
-        if self.postgres:
-            return {**_postgres_env(url), **common}
+    def _open_sqlite(self, url: str, *, create: bool, readonly: bool) -> None:
         path = Path(url)
         if path.is_dir():
             raise StoreError(f"database {url} is a directory")
@@ -118,8 +303,48 @@ class Store:
         if readonly:
             writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
             name = f"file:{name}?mode=ro" if writable else f"file:{name}?immutable=1"
-        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": name,
-                "SQLITE_LOCK_TIMEOUT": str(SQLITE_LOCK_TIMEOUT_S), **common}
+        env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": name,
+               "SQLITE_LOCK_TIMEOUT": str(self.lock_timeout), "CREATE_TABLE": "true" if create else "false"}
+        try:
+            self._factory = InfrastructureFactory.construct(env=env)
+            self.recorder: Any = self._factory.application_recorder()
+        except (es.PersistenceError, OSError) as e:
+            raise StoreError(f"cannot open database {url}: {_first_line(e)}") from e
+
+    def _open_postgres(self, url: str, *, create: bool) -> None:
+        target = parse_postgres_url(url)
+        self.schema = target.schema
+        make_tables = self._tables_missing = _open_postgres(target, url, create=create)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": target.dbname,
+            "POSTGRES_HOST": target.host,
+            "POSTGRES_PORT": str(target.port or ""),
+            "POSTGRES_USER": target.user or "",
+            "POSTGRES_PASSWORD": target.password or "",
+            "POSTGRES_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
+            "POSTGRES_LOCK_TIMEOUT": str(self.lock_timeout),
+            "POSTGRES_POOL_SIZE": "1",
+            "POSTGRES_MAX_OVERFLOW": "1",
+            "POSTGRES_SCHEMA": target.schema,
+            "CREATE_TABLE": "false",
+        }
+        try:
+            self._factory = InfrastructureFactory.construct(env=env)
+            # eventsourcing passes every parameter, an empty password too, which stops libpq from
+            # reading PGPASSWORD: hand libpq exactly what the URL says (nothing opened yet).
+            pool: Any = self._factory.datastore.pool  # type: ignore[attr-defined]
+            for key in ("user", "password", "port"):
+                pool.kwargs.pop(key, None)
+            pool.kwargs.update(target.connect_kwargs())
+            self.recorder = _postgres_recorder_class()(datastore=self._factory.datastore,  # type: ignore[attr-defined]
+                                                       events_table_name=EVENTS_TABLE)
+            if make_tables:
+                self.recorder.create_table()
+        except (es.PersistenceError, OSError) as e:
+            with contextlib.suppress(Exception):
+                self._factory.close()
+            raise self._error("open", e) from e
 
     def _find_log(self) -> None:
         """Find the log by its creation event; an empty store has none yet."""
@@ -128,7 +353,7 @@ class Store:
         except es.PersistenceError as e:
             if "no such table" in str(e) or "does not exist" in str(e):
                 raise NotALedger(f"{redact(self.url)} is not a custody ledger") from e
-            raise StoreError(f"cannot read database {redact(self.url)}: {_first_line(e)}") from e
+            raise self._error("read", e) from e
         except Exception as e:  # sqlite3.DatabaseError for a file that is not a database
             raise NotALedger(f"{redact(self.url)} is not a custody ledger ({_first_line(e)})") from e
         if first:
@@ -150,6 +375,23 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # --- errors ------------------------------------------------------------------------------------
+
+    def _error(self, doing: str, e: BaseException) -> LedgerError:
+        """A driver error as the library's: a lost race, a lock held too long, a lost server, or else."""
+        where = redact(self.url)
+        code = _sqlite_code(e)
+        if code == _SQLITE_BUSY_SNAPSHOT:
+            return Conflict("another writer appended first")
+        if code in _SQLITE_BUSY_CODES or _pg_lock_timeout(e):
+            return StoreError(f"{where} is locked by another writer (waited {self.lock_timeout} s; "
+                              f"{LOCK_TIMEOUT_ENV} sets how long); try again")
+        if isinstance(e, _ConnectionLost):
+            return StoreError(f"lost the connection to {where} ({doing}): {e}")
+        if self.postgres and isinstance(e, es.OperationalError | es.InterfaceError):
+            return StoreError(f"lost the connection to {where} ({doing}): {_first_line(e)}")
+        return StoreError(f"cannot {doing} {where}: {_first_line(e)}")
+
     # --- events ------------------------------------------------------------------------------------
 
     def write(self, events: Sequence[StoredEvent]) -> None:
@@ -161,18 +403,19 @@ class Store:
         except es.IntegrityError as e:
             raise Conflict("another writer appended first") from e
         except es.PersistenceError as e:
-            raise StoreError(f"cannot write to {redact(self.url)}: {_first_line(e)}") from e
+            raise self._error("write to", e) from e
         if self._log_id is None:
             log_events = [e for e in events if e.topic == LOG_TOPICS[0]]
             if log_events:
-                self._log_id = log_events[0].originator_id
+                originator = log_events[0].originator_id
+                self._log_id = originator if isinstance(originator, UUID) else UUID(originator)
                 self.origin = _origin_of(decode_state(log_events[0].state)["wire"])
 
     def _select(self, originator: UUID, **kwargs: Any) -> Sequence[StoredEvent]:
         try:
             return self.recorder.select_events(originator, **kwargs)  # type: ignore[no-any-return]
         except es.PersistenceError as e:
-            raise StoreError(f"cannot read {redact(self.url)}: {_first_line(e)}") from e
+            raise self._error("read", e) from e
 
     def head(self) -> LogEvent | None:
         """The newest log event (the tree head rides on it), or None for an empty log."""
@@ -214,7 +457,7 @@ class Store:
                 rows = self.recorder.select_notifications(start, chunk, topics=list(UNIT_TOPICS),
                                                           inclusive_of_start=False)
             except es.PersistenceError as e:
-                raise StoreError(f"cannot read {redact(self.url)}: {_first_line(e)}") from e
+                raise self._error("read", e) from e
             for row in rows:
                 yield row.originator_id, row.originator_version, decode_state(row.state)
             if len(rows) < chunk:
@@ -231,46 +474,111 @@ class Store:
             out.append((row.originator_version, state["size"], state["note"]))
         return out
 
+    # --- raw reads: rows as stored, no event objects (`verify` decodes them in worker processes) ---
+
+    def log_states(self, start: int = 0, chunk: int = 5000) -> Iterator[tuple[int, bytes]]:
+        """(version, stored state) of the log events with index ≥ `start`, in version order."""
+        if self._log_id is None:
+            return
+        log = self._log_id if self.postgres else self._log_id.hex
+        version = start
+        while True:
+            rows = self._raw_events("SELECT originator_version, state FROM {table} WHERE originator_id = ? "
+                                    "AND originator_version > ? ORDER BY originator_version LIMIT ?",
+                                    [log, version, chunk])
+            yield from rows
+            if len(rows) < chunk:
+                return
+            version = rows[-1][0]
+
+    def event_id_bound(self) -> int:
+        """One more than the largest row id of the events table (SQLite's rowid, else notification_id)."""
+        rows = self._raw_events(f"SELECT max({self._event_id}) FROM {{table}}", [])
+        return int(rows[0][0] or 0) + 1
+
+    def unit_link_rows(self, low: int | None, high: int | None) -> list[tuple[Any, int, bytes]]:
+        """Stored unit links with row ids in [`low`, `high`) (None: unbounded), in row id order, as (unit
+        id as 32 hex digits or whatever SQLite holds there, version, state)."""
+        where = ["topic IN (?, ?)"]
+        params: list[Any] = list(UNIT_TOPICS)
+        if low is not None:
+            where.append(f"{self._event_id} >= ?")
+            params.append(low)
+        if high is not None:
+            where.append(f"{self._event_id} < ?")
+            params.append(high)
+        unit = "replace(originator_id::text, '-', '')" if self.postgres else "originator_id"
+        return self._raw_events(f"SELECT {unit}, originator_version, state FROM {{table}} "
+                                f"WHERE {' AND '.join(where)} ORDER BY {self._event_id}", params)
+
+    @property
+    def _event_id(self) -> str:
+        return "notification_id" if self.postgres else "rowid"
+
+    def _raw_events(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            with self._datastore.transaction(commit=False) as cursor:
+                self._scope(cursor)
+                cursor.execute(self._sql(statement.format(table=self.recorder.events_table_name)),
+                               tuple(params))
+                rows = cursor.fetchall()
+                return [_row(row) for row in rows] if self.postgres else rows
+        except Exception as e:
+            if _is_driver_error(e) or isinstance(e, es.PersistenceError):
+                raise self._error("read", e) from e
+            raise
+
     # --- views: plain tables beside the events -----------------------------------------------------
 
     def _scope(self, cursor: Any) -> None:
         """On PostgreSQL, the views live in the same schema as the events."""
         if self.postgres:
-            schema = self._datastore.schema or "public"
-            cursor.execute(f'SET LOCAL search_path TO "{schema}"')
+            cursor.execute(f'SET LOCAL search_path TO "{self.schema}"')
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s").replace("BLOB", "BYTEA") if self.postgres else statement
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
-        """A write transaction on the views tables; yields an object with `execute(sql, params)`."""
+        """A write transaction on the views tables; yields an object with `execute(sql, params)`.
+
+        A unique-key clash (another writer inserted the row first) raises `Conflict`; nothing is written.
+        """
         if self.readonly:
             raise StoreError("this store is open read-only")
         try:
             with self._datastore.transaction(commit=True) as cursor:
                 self._scope(cursor)
                 yield _Cursor(cursor, self)
+        except es.IntegrityError as e:
+            raise Conflict("another writer wrote the views first") from e
         except es.PersistenceError as e:
-            raise StoreError(f"cannot write views to {redact(self.url)}: {_first_line(e)}") from e
+            raise self._error("write views to", e) from e
         except Exception as e:
             if _is_driver_error(e):
-                raise StoreError(f"cannot write views to {redact(self.url)}: {_first_line(e)}") from e
+                raise self._error("write views to", e) from e
             raise
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read on the views tables; an absent table reads as no rows."""
-        try:
-            with self._datastore.transaction(commit=False) as cursor:
-                self._scope(cursor)
-                cursor.execute(self._sql(statement), tuple(params))
-                return [_row(row) for row in cursor.fetchall()]
-        except Exception as e:
-            if "no such table" in str(e) or "does not exist" in str(e):
-                return []
-            if _is_driver_error(e) or isinstance(e, es.PersistenceError):
-                raise StoreError(f"cannot read views from {redact(self.url)}: {_first_line(e)}") from e
-            raise
+        for attempt in (1, 2):
+            try:
+                with self._datastore.transaction(commit=False) as cursor:
+                    self._scope(cursor)
+                    cursor.execute(self._sql(statement), tuple(params))
+                    return [_row(row) for row in cursor.fetchall()]
+            except Exception as e:
+                if "no such table" in str(e) or "does not exist" in str(e):
+                    return []
+                if not (_is_driver_error(e) or isinstance(e, es.PersistenceError)):
+                    raise
+                if attempt == 1 and self.postgres and isinstance(e, es.OperationalError | es.InterfaceError):
+                    reason = self.recorder.probe()  # a pooled connection the server dropped: try a new one
+                    if reason is None:
+                        continue
+                    raise self._error("read views from", _ConnectionLost(reason)) from e
+                raise self._error("read views from", e) from e
+        raise AssertionError("unreachable")
 
     def _create_views(self) -> None:
         statements = [
@@ -284,6 +592,8 @@ class Store:
             "CREATE TABLE IF NOT EXISTS custody_signed (key_id TEXT, idx INTEGER, at BIGINT, serials BLOB)",
             "CREATE INDEX IF NOT EXISTS custody_signed_key ON custody_signed (key_id)",
         ]
+        if self.postgres and not self._tables_missing:
+            return  # an existing ledger: a role without CREATE may open it with create=True (import)
         with self.transaction() as cursor:
             for statement in statements:
                 cursor.execute(statement)
@@ -310,6 +620,11 @@ class _Cursor:
     def fetchall(self) -> list[tuple[Any, ...]]:
         return [_row(row) for row in self._cursor.fetchall()]
 
+    @property
+    def rowcount(self) -> int:
+        """Rows the last statement changed (eventsourcing wraps sqlite3's cursor; psycopg's is bare)."""
+        return int(getattr(self._cursor, "sqlite_cursor", self._cursor).rowcount)
+
 
 def _row(row: Any) -> tuple[Any, ...]:
     """A result row as a tuple: psycopg's dict rows and sqlite3's rows alike."""
@@ -331,14 +646,36 @@ def _origin_of(wire: bytes) -> str | None:
         return None
 
 
+def _causes(e: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = e
+    for _ in range(16):  # a chain, not a cycle
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _sqlite_code(e: BaseException) -> int | None:
+    """The extended SQLite result code behind an error, if any (Python 3.11's `sqlite_errorcode`)."""
+    for cause in _causes(e):
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def _pg_lock_timeout(e: BaseException) -> bool:
+    return any(getattr(c, "sqlstate", None) == "55P03" for c in _causes(e))  # lock_not_available
+
+
 def _is_driver_error(e: BaseException) -> bool:
     module = type(e).__module__
     return module.startswith(("sqlite3", "psycopg"))
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
+    text = " ".join((str(e).strip() or type(e).__name__).splitlines()[0].split())
+    return text.removeprefix("connection failed: ")
 
 
 def blob(value: Any) -> bytes:

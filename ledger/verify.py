@@ -1,22 +1,27 @@
 """Verification: every hard rule re-checked from the stored wire bytes alone, then compliance.
 
-One `Verifier` consumes (index, wire) pairs from a database or a bundle and runs the same
+One `Verifier` folds decoded statements from a database or a bundle in log order and runs the same
 `rules.check` and `fold.apply` that appending runs; database-only checks (log indices, unit links) and
 checkpoint checks are added by the two entry points. Verification goes on past a failure where it
 can: a statement that breaks a rule is reported and left out of the state, as an append would have.
+
+The log streams through in chunks that worker processes decode and whose signatures they verify
+(`ledger.parallel`; `Options.workers`, default every core); the fold stays in this process and in
+order. Memory grows with the units (the fold's state), plus 32 bytes per statement for the Merkle
+leaves that checkpoints are checked against (a bytearray: 32 MB per million statements).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO, overload
 
 from ledger import bundle as bundle_format
 from ledger import checkpoint as notes
-from ledger import fold, merkle, rules
+from ledger import fold, merkle, parallel, rules
 from ledger.aggregates import unit_id
 from ledger.errors import (
     CheckpointInconsistent,
@@ -34,6 +39,7 @@ from ledger.statement import Statement, decode
 from ledger.store import Store
 
 MAX_FAILURES = 100
+HASH_SIZE = merkle.HASH_SIZE
 CORE_CHECKS = ("encoding", "origin", "signature", "signer", "role", "revocation", "chain", "time")
 Progress = Callable[[int], None]
 
@@ -80,17 +86,51 @@ class Options:
     workers: int | None = None
 
 
+class _Leaves(Sequence[bytes]):
+    """The log's Merkle leaf hashes, 32 bytes each in one bytearray (no object per statement)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.data) // HASH_SIZE
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes]: ...
+
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return bytes(self.data[i * HASH_SIZE:(i + 1) * HASH_SIZE])
+
+    def upto(self, size: int) -> Iterator[bytes]:
+        data = self.data
+        return (bytes(data[i:i + HASH_SIZE]) for i in range(0, size * HASH_SIZE, HASH_SIZE))
+
+
 class Verifier:
-    """Folds a stream of wire forms, collecting failures instead of stopping at the first."""
+    """Folds decoded statements in log order, collecting failures instead of stopping at the first."""
 
     def __init__(self, origin: str | None, options: Options) -> None:
         self.options = options
         self.state = State(origin=origin)
         self.failures: list[Failure] = []
         self.failure_count = 0
-        self.leaves: list[bytes] = []
-        self.links: dict[str, tuple[int, bytes]] = {}  # serial -> (count, digest) expected from the log
+        self.leaves = _Leaves()
+        self.links: parallel.LinkHash | None = None  # the log side of the unit links (database only)
         self.warnings: list[str] = []
+        self._roots: dict[int, bytes] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.leaves)
 
     def fail(self, error: IntegrityError | Failure) -> None:
         self.failure_count += 1
@@ -100,37 +140,76 @@ class Verifier:
             else:
                 self.failures.append(Failure(error.check, error.index, error.detail))
 
-    def statement(self, index: int, wire: bytes) -> Statement | None:
-        """Check and fold the statement at `index`; returns it if it decoded."""
-        self.leaves.append(merkle.leaf_hash(wire))
+    def known_keys(self) -> dict[str, bytes]:
+        """The keys the state holds: a worker verifies signatures under them ahead of the fold."""
+        return {kid: info.public for kid, info in self.state.keys.items()}
+
+    def chunk(self, items: Sequence[parallel.Item], leaves: bytes) -> None:
+        self.leaves.data += leaves
+        for item in items:
+            self.item(*item)
+
+    def item(self, index: int, statement: Statement | None, failure: tuple[str, int | None, str] | None,
+             verified: bytes | None) -> None:
+        """Check and fold the statement at `index` (None: it did not decode, and `failure` says why).
+
+        `verified` is the key a worker's libsodium accepted the signature under; the rules skip that one
+        step only if it is the signer's registered key, and verify the signature again otherwise.
+        """
+        if statement is None:
+            assert failure is not None
+            self.fail(Failure(*failure))
+            return
+        state = self.state
+        info = state.keys.get(statement.signer)
+        done = parallel.signature_done(info.public if info is not None else None, verified, index)
         try:
-            statement = decode(wire)
-        except IntegrityError as e:
-            self.fail(e.at_index(index))
-            return None
-        for serial in statement.serials:
-            count, digest = self.links.get(serial, (0, b""))
-            self.links[serial] = (count + 1, _link_digest(digest, index, statement.hash))
-        try:
-            rules.check(self.state, statement, index, self.options.now, trusted=self.options.trusted)
+            rules.check(state, statement, index, self.options.now, trusted=self.options.trusted,
+                        check_signature=not done)
         except IntegrityError as e:
             self.fail(e.at_index(index))
             if e.check != "genesis_trust" or index != 0 or self.options.trusted is None:
-                return statement
+                return
             try:  # an untrusted but well-formed genesis: report it, and go on verifying the rest
-                rules.check(self.state, statement, index, self.options.now)
+                rules.check(state, statement, index, self.options.now)
             except IntegrityError:
-                return statement
-        fold.apply(self.state, index, statement)
-        return statement
+                return
+        fold.apply(state, index, statement)
+        if self.links is not None and statement.units:  # a link's version is its unit's chain length
+            units = state.units
+            serials = [serial for serial, _ in statement.units]
+            versions = [units[serial].links for serial in serials]
+            self.links.add_statement(versions, index, statement.hash, serials)
+
+    def statement(self, index: int, wire: bytes) -> None:
+        """Check and fold one wire form at `index` in this process (the work of a one-worker chunk)."""
+        items, leaves = parallel.decode_chunk(index, [wire], False, self.known_keys())
+        self.chunk(items, leaves)
+
+    def root(self, size: int) -> bytes:
+        if size not in self._roots:
+            self.prepare_roots([size])
+        return self._roots[size]
+
+    def prepare_roots(self, sizes: Iterable[int]) -> None:
+        """The log's roots at every size asked for, in one pass over the leaves."""
+        wanted = sorted({s for s in sizes if 0 <= s <= self.size and s not in self._roots})
+        compact = merkle.CompactRange.empty()
+        leaves = self.leaves.upto(wanted[-1] if wanted else 0)
+        for size in wanted:
+            compact = compact.extend(next(leaves) for _ in range(size - compact.size))
+            self._roots[size] = compact.root()
 
     def roots(self, sizes: Iterable[int]) -> dict[int, bytes]:
-        return {size: merkle.root_of(self.leaves[:size]) for size in set(sizes) if size <= len(self.leaves)}
+        sizes = [size for size in set(sizes) if 0 <= size <= self.size]
+        self.prepare_roots(sizes)
+        return {size: self._roots[size] for size in sizes}
 
     def check_notes(self, stored: Sequence[str], where: str) -> list[notes.ParsedNote]:
         """Stored or bundled checkpoints: a valid operator signature, and the log's root at the size."""
         operator = self.state.operator
         parsed: list[notes.ParsedNote] = []
+        checked: list[tuple[str, notes.Checkpoint, notes.ParsedNote]] = []
         for text in stored:
             try:
                 note = notes.parse_note(text)
@@ -140,12 +219,15 @@ class Verifier:
             except LedgerError as e:
                 self.fail(Failure("checkpoint_signature", None, f"{where} checkpoint: {e.detail}"))
                 continue
-            if cp.size > len(self.leaves):
+            checked.append((text, cp, note))
+        self.prepare_roots(cp.size for _, cp, _ in checked)
+        for _, cp, note in checked:
+            if cp.size > self.size:
                 self.fail(RootMismatch(f"{where} checkpoint of size {cp.size} exceeds the log "
-                                       f"({len(self.leaves)} statements)"))
-            elif merkle.root_of(self.leaves[:cp.size]) != cp.root:
+                                       f"({self.size} statements)"))
+            elif self.root(cp.size) != cp.root:
                 self.fail(RootMismatch(f"{where} checkpoint of size {cp.size}: root is not the log's",
-                                       expected=cp.root, calculated=merkle.root_of(self.leaves[:cp.size])))
+                                       expected=cp.root, calculated=self.root(cp.size)))
             else:
                 parsed.append(note)
         return parsed
@@ -162,15 +244,15 @@ class Verifier:
             except LedgerError as e:
                 self.fail(Failure("checkpoint_consistency", None, f"{name}: {e.detail}"))
                 continue
-            if cp.size > len(self.leaves):
-                self.fail(CheckpointInconsistent(f"{name}: the log ({len(self.leaves)}) is shorter than the "
+            if cp.size > self.size:
+                self.fail(CheckpointInconsistent(f"{name}: the log ({self.size}) is shorter than the "
                                                  f"checkpoint ({cp.size}): truncated or rolled back"))
                 continue
             source = merkle.ProofSource(self.leaves)
             try:
-                proof = source.consistency_proof(cp.size) if 0 < cp.size < len(self.leaves) else []
-                if cp.size == len(self.leaves) or cp.size == 0:
-                    if merkle.root_of(self.leaves[:cp.size]) != cp.root:
+                proof = source.consistency_proof(cp.size) if 0 < cp.size < self.size else []
+                if cp.size == self.size or cp.size == 0:
+                    if self.root(cp.size) != cp.root:
                         raise CheckpointInconsistent("root differs at the same size")
                 else:
                     merkle.verify_consistency(cp.size, len(self.leaves), proof, cp.root, source.root())
@@ -207,7 +289,7 @@ class Verifier:
             findings += fold.overdue(self.state, self.options.as_of)
         findings.sort(key=lambda f: (f.index, f.serial or "", f.code))
         intact = self.failure_count == 0
-        return Report(intact=intact, compliant=intact and not findings, log_size=len(self.leaves),
+        return Report(intact=intact, compliant=intact and not findings, log_size=self.size,
                       checks=tuple(checks), failures=tuple(self.failures), findings=tuple(findings),
                       warnings=tuple(self.warnings), state=self.state)
 
@@ -239,25 +321,34 @@ def _trust_warning(verifier: Verifier, options: Options) -> None:
 
 
 def _uncovered_warning(verifier: Verifier, sizes: Sequence[int]) -> None:
-    if len(verifier.leaves) and (not sizes or max(sizes) < len(verifier.leaves)):
+    if verifier.size and (not sizes or max(sizes) < verifier.size):
         newest = max(sizes) if sizes else 0
-        verifier.warnings.append(f"no checkpoint covers statements {newest}…{len(verifier.leaves) - 1}")
+        verifier.warnings.append(f"no checkpoint covers statements {newest}…{verifier.size - 1}")
 
 
 def verify_store(store: Store, options: Options) -> Report:
     """Verify a ledger database: statements, log indices, unit links, stored checkpoints."""
     verifier = Verifier(store.origin, options)
+    verifier.links = parallel.LinkHash(parallel.new_link_key())
     expected_version = 1
-    for event in store.log(0):
-        if event.version != expected_version:
-            verifier.fail(LogIndexInvalid(f"log version {event.version} where {expected_version} was expected "
-                                          "(a gap or a reorder)", expected_version - 1))
-            # statements keep their stored position: the index is what the store says
-        expected_version = event.version + 1
-        verifier.statement(len(verifier.leaves), event.wire)
-        if options.progress:
-            options.progress(1)
-    _check_unit_links(store, verifier)
+    with parallel.Pipeline(parallel.worker_count(options.workers, store.size()), store.url) as pipe:
+        if store.origin is not None:
+            pipe.start_links(store, store.origin, verifier.links.key)
+        chunks = _store_chunks(store)
+        for versions, items, leaves in pipe.decode(chunks, stored=True, keys=verifier.known_keys):
+            verifier.leaves.data += leaves
+            for version, item in zip(versions, items, strict=True):
+                if version != expected_version:
+                    verifier.fail(LogIndexInvalid(f"log version {version} where {expected_version} was "
+                                                  "expected (a gap or a reorder)", expected_version - 1))
+                    # statements keep their stored position: the index is what the store says
+                expected_version = version + 1
+                verifier.item(*item)
+            if options.progress:
+                options.progress(len(items))
+        stored_sum, anomaly = pipe.finish_links() if store.origin is not None else (0, False)
+    if anomaly or stored_sum != verifier.links.total or store.origin is None:
+        _check_unit_links(store, verifier)
     stored = store.checkpoints()
     good = verifier.check_notes([note for _, _, note in stored], "stored")
     given = verifier.check_given()
@@ -267,16 +358,56 @@ def verify_store(store: Store, options: Options) -> Report:
     return verifier.report(_checks(options, True, bool(stored)))
 
 
+def _store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
+    """The stored log events in version order, cut into chunks: (first position, states, versions)."""
+    start = 0
+    states: list[bytes] = []
+    versions: list[int] = []
+    size = 0
+    for version, state in store.log_states(0):
+        states.append(state)
+        versions.append(version)
+        size += len(state)
+        if len(states) >= parallel.CHUNK_STATEMENTS or size >= parallel.CHUNK_BYTES:
+            yield start, states, versions
+            start += len(states)
+            states, versions, size = [], [], 0
+    if states:
+        yield start, states, versions
+
+
+def _log_links(store: Store) -> dict[str, tuple[int, bytes]]:
+    """Each unit's chain as the log has it, as a digest per serial: the exact side of the comparison.
+
+    Positions are those the verification gave the statements (their order in the stored log).
+    """
+    links: dict[str, tuple[int, bytes]] = {}
+    for index, (_, state) in enumerate(store.log_states(0)):
+        items, _ = parallel.decode_chunk(index, [state], True, {})
+        statement = items[0][1]
+        if statement is None:
+            continue
+        for serial in statement.serials:
+            count, digest = links.get(serial, (0, b""))
+            links[serial] = (count + 1, _link_digest(digest, index, statement.hash))
+    return links
+
+
 def _check_unit_links(store: Store, verifier: Verifier) -> None:
-    """Each unit's stored chain links must be exactly the log's statements that name it, in order."""
+    """Each unit's stored chain links must be exactly the log's statements that name it, in order.
+
+    The exact comparison, unit by unit: run when the multiset hashes differ, to name what differs.
+    """
     origin = store.origin or ""
+    expected_links = _log_links(store)
     seen: dict[str, tuple[int, bytes]] = {}
     bad: set[str] = set()
     for originator, version, state in store.all_unit_links():
         serial = state.get("serial")
         if not isinstance(serial, str) or unit_id(origin, serial) != originator:
+            index = state.get("index")
             verifier.fail(UnitLinksInvalid(f"a unit link names serial {serial!r:.40} under another unit's id",
-                                           state.get("index") if isinstance(state.get("index"), int) else None))
+                                           index if isinstance(index, int) else None))
             continue
         count, digest = seen.get(serial, (0, b""))
         if version != count + 1:
@@ -286,43 +417,59 @@ def _check_unit_links(store: Store, verifier: Verifier) -> None:
             bad.add(serial)
             continue
         seen[serial] = (count + 1, _link_digest(digest, index, hash_))
-    for serial in set(seen) | set(verifier.links):
-        if serial in bad or seen.get(serial) != verifier.links.get(serial):
-            expected = _expected_links(store, serial)
-            stored = [(link.get("index"), link.get("hash")) for link in store.unit_links(serial)]
-            at = next((e[0] for e, s in zip(expected, stored, strict=False) if e != s),
-                      expected[min(len(expected), len(stored))][0] if len(expected) > len(stored)
-                      else stored[len(expected)][0] if len(stored) > len(expected) else None)
-            verifier.fail(UnitLinksInvalid(f"unit {serial}: stored chain links disagree with the log",
-                                           at if isinstance(at, int) else None))
+    differing = sorted(s for s in set(seen) | set(expected_links)
+                       if s in bad or seen.get(s) != expected_links.get(s))
+    expected_of = _expected_links(store, differing)
+    for serial in differing:
+        expected = expected_of.get(serial, [])
+        stored = [(link.get("index"), link.get("hash")) for link in store.unit_links(serial)]
+        at = next((e[0] for e, s in zip(expected, stored, strict=False) if e != s),
+                  expected[min(len(expected), len(stored))][0] if len(expected) > len(stored)
+                  else stored[len(expected)][0] if len(stored) > len(expected) else None)
+        verifier.fail(UnitLinksInvalid(f"unit {serial}: stored chain links disagree with the log",
+                                       at if isinstance(at, int) else None))
 
 
-def _expected_links(store: Store, serial: str) -> list[tuple[int, bytes]]:
-    out = []
-    for event in store.log(0):
-        try:
-            statement = decode(event.wire)
-        except IntegrityError:
+def _expected_links(store: Store, serials: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
+    """(index, hash) of the log's statements naming each of `serials`, in one pass over the log."""
+    wanted = set(serials)
+    out: dict[str, list[tuple[int, bytes]]] = {}
+    if not wanted:
+        return out
+    for version, state in store.log_states(0):
+        items, _ = parallel.decode_chunk(version - 1, [state], True, {})
+        statement = items[0][1]
+        if statement is None:
             continue
-        if serial in statement.serials:
-            out.append((event.index, statement.hash))
+        for serial in statement.serials:
+            if serial in wanted:
+                out.setdefault(serial, []).append((version - 1, statement.hash))
     return out
 
 
 def verify_bundle(path: Path, options: Options, stream: BinaryIO | None = None) -> Report:
     """Verify a bundle offline: every check a database gets, but log indices and unit links."""
     with (stream or path.open("rb")) as handle:
-        reader = bundle_format.open_bundle(handle)
+        try:
+            reader = bundle_format.open_bundle(handle)
+        except EncodingInvalid as e:  # a bundle (it names the format) with a defective header: exit 1
+            verifier = Verifier(None, options)
+            verifier.fail(e)
+            return verifier.report(_checks(options, False, False))
         verifier = Verifier(reader.origin, options)
         checkpoints: list[str] = []
         try:
-            for index, wire in reader.statements():
-                verifier.statement(index, wire)
-                if options.progress:
-                    options.progress(1)
+            with parallel.Pipeline(parallel.worker_count(options.workers, _statements_in(path))) as pipe:
+                for _, items, leaves in pipe.decode(_bundle_chunks(reader), stored=False,
+                                                    keys=verifier.known_keys):
+                    verifier.chunk(items, leaves)
+                    if options.progress:
+                        options.progress(len(items))
             checkpoints = list(reader.checkpoints())
-        except EncodingInvalid as e:
-            verifier.fail(e.at_index(len(verifier.leaves)))
+        except EncodingInvalid as e:  # the reader names the statement's index, None among checkpoints
+            verifier.fail(e)
+    if not verifier.size and not verifier.failure_count:
+        verifier.fail(Failure("genesis_trust", None, "the bundle holds no statements: no genesis at index 0"))
     good = verifier.check_notes(checkpoints, "bundled")
     given = verifier.check_given()
     verifier.check_witnesses(good + given)
@@ -337,10 +484,35 @@ def verify_bundle(path: Path, options: Options, stream: BinaryIO | None = None) 
     return verifier.report(_checks(options, False, bool(checkpoints)))
 
 
+def _bundle_chunks(reader: bundle_format.BundleReader) -> Iterator[tuple[int, list[bytes], None]]:
+    """The bundle's statements in chunks; a defect is raised after the chunk of statements before it."""
+    start = 0
+    wires: list[bytes] = []
+    size = 0
+    try:
+        for _, wire in reader.statements():
+            wires.append(wire)
+            size += len(wire)
+            if len(wires) >= parallel.CHUNK_STATEMENTS or size >= parallel.CHUNK_BYTES:
+                yield start, wires, None
+                start += len(wires)
+                wires, size = [], 0
+    except EncodingInvalid:
+        if wires:
+            yield start, wires, None
+        raise
+    if wires:
+        yield start, wires, None
+
+
+def _statements_in(path: Path) -> int | None:
+    """About how many statements a bundle holds (at least 200 bytes each), when its size is known."""
+    try:
+        return path.stat().st_size // 200
+    except OSError:
+        return None
+
+
 def statements_of(pairs: Iterable[tuple[int, bytes]]) -> Iterable[tuple[int, Statement]]:
     for index, wire in pairs:
         yield index, decode(wire)
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover
-    return None

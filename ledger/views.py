@@ -8,11 +8,11 @@ write: they load the rows and fold, in memory, whatever the log holds beyond the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ledger import fold, rules
-from ledger.errors import Conflict, IntegrityError
+from ledger.errors import Conflict, IntegrityError, StoreError
 from ledger.state import Customer, DutyEntry, Finding, State, UnitState
 from ledger.statement import Statement, decode, key_id
 from ledger.store import Store, blob, unblob
@@ -72,26 +72,32 @@ def save(store: Store, state: State, statements: Sequence[tuple[int, Statement]]
 
     Raises `Conflict` (and writes nothing) when another writer moved the position first.
     """
-    end = state.size
     with store.transaction() as cursor:
-        cursor.execute("UPDATE custody_position SET position = ? WHERE id = 1 AND position = ?", [end, start])
+        # Take the row's write lock first (a no-op update), then read: the position cannot move between
+        # the check and the write, and a writer that already folded these statements is told apart.
+        cursor.execute("UPDATE custody_position SET position = position WHERE id = 1")
         cursor.execute("SELECT position FROM custody_position WHERE id = 1")
-        moved = cursor.fetchall()
-        if not moved:
+        found = cursor.fetchall()
+        if not found:
             if start != 0:
                 raise Conflict("views have no position row")
-            cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [end])
-        elif moved[0][0] != end or end == start:
+            cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [state.size])
+        elif found[0][0] != start:
             raise Conflict("views moved on")
-        _upsert(cursor, "custody_authority", "id", [(1, blob(state.authority_row()))])
-        _upsert(cursor, "custody_units", "serial", [(u.serial, blob(u.to_row())) for u in state.units.values()])
-        _upsert(cursor, "custody_customers", "id",
-                [(c.id, blob(c.to_row())) for c in state.customers.values()])
-        _upsert(cursor, "custody_duty", "entry", [(d.entry, blob(d.to_row())) for d in state.duty.values()])
-        cursor.executemany("INSERT INTO custody_findings (idx, serial, code, detail) VALUES (?, ?, ?, ?)",
-                           [(f.index, f.serial, f.code, f.detail) for f in state.findings])
-        cursor.executemany("INSERT INTO custody_signed (key_id, idx, at, serials) VALUES (?, ?, ?, ?)",
-                           [(s.signer, i, s.at, blob(list(s.serials))) for i, s in statements])
+        else:
+            cursor.execute("UPDATE custody_position SET position = ? WHERE id = 1", [state.size])
+        _write_rows(cursor, state, statements)
+
+
+def _write_rows(cursor: Any, state: State, statements: Sequence[tuple[int, Statement]]) -> None:
+    _upsert(cursor, "custody_authority", "id", [(1, blob(state.authority_row()))])
+    _upsert(cursor, "custody_units", "serial", [(u.serial, blob(u.to_row())) for u in state.units.values()])
+    _upsert(cursor, "custody_customers", "id", [(c.id, blob(c.to_row())) for c in state.customers.values()])
+    _upsert(cursor, "custody_duty", "entry", [(d.entry, blob(d.to_row())) for d in state.duty.values()])
+    cursor.executemany("INSERT INTO custody_findings (idx, serial, code, detail) VALUES (?, ?, ?, ?)",
+                       [(f.index, f.serial, f.code, f.detail) for f in state.findings])
+    cursor.executemany("INSERT INTO custody_signed (key_id, idx, at, serials) VALUES (?, ?, ?, ?)",
+                       [(s.signer, i, s.at, blob(list(s.serials))) for i, s in statements])
 
 
 def _upsert(cursor: Any, table: str, key: str, rows: list[tuple[Any, bytes]]) -> None:
@@ -152,17 +158,28 @@ def catch_up(store: Store, now_us: int) -> None:
         pass
 
 
-def rebuild(store: Store, now_us: int) -> State:
-    """Drop every view row and fold the whole log again (`replay --rebuild`)."""
+def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = None) -> State:
+    """Drop every view row and fold the whole log again (`replay --rebuild`), in one transaction.
+
+    The rows come out exactly as the writers would have left them: the same fold, the same row encoding.
+    A writer that appends meanwhile is folded in by the next writer's catch-up.
+    """
+    if store.readonly:
+        raise StoreError("replay --rebuild needs a writable database; this one is open read-only")
     state = State(origin=store.origin)
     statements: list[tuple[int, Statement]] = []
     for event in store.log(0):
-        statement = decode(event.wire)
-        rules.check(state, statement, event.index, now_us + 10**12)
+        try:
+            statement = decode(event.wire)
+            rules.check(state, statement, event.index, now_us + 10**12)
+        except IntegrityError as e:
+            raise e.at_index(event.index) from None
         fold.apply(state, event.index, statement)
         statements.append((event.index, statement))
+        if progress is not None:
+            progress(1)
     with store.transaction() as cursor:
         store.clear_views(cursor)
-        cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, 0)")
-    save(store, state, statements, 0)
+        cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [state.size])
+        _write_rows(cursor, state, statements)
     return state

@@ -1,0 +1,68 @@
+"""`custody demo`: a ledger of N units with a handful of violations, verified and reported on."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from commands._common import handle_errors, progress
+from commands.reports import emit
+from ledger import append, demo, reports, views
+from ledger.store import Store
+
+
+@handle_errors
+def demo_command(
+    units: Annotated[int, typer.Option("--units", min=1, help="Units to take through the six steps.")] = (
+        demo.DEFAULT_UNITS),
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="Folder for custody.db and keys/ (default: a fresh temporary folder).")] = None,
+) -> None:
+    """Build a demo ledger: keys, N units through all six steps, injected violations; verify and report."""
+    now = append.now_us()
+    plan = demo.plan(units, now)
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="custody-demo-"))
+    else:
+        demo.check_directory(directory)
+    with progress("recording", plan.total) as advance:
+        result = demo.run(directory, plan, now_us=now, progress=advance)
+    db = str(result.db)
+    typer.echo(f"custody demo: {result.units} units through all six steps in {result.shipments} "
+               f"shipment(s): {result.statements} signed statements")
+    typer.echo(f"  ledger:     {db} (origin {result.origin})")
+    typer.echo(f"  keys:       {result.keys}/ ({', '.join(demo.KEY_NAMES)}; unencrypted, for the demo only)")
+    typer.echo(f"  checkpoint: {result.checkpoint} (signed by the operator)")
+    typer.echo(f"  customers:  {', '.join(f'{c} (cap {n})' for c, n in sorted(result.caps.items()))}")
+    if result.injected:
+        typer.echo("injected violations:")
+        for v in result.injected:
+            shown = ", ".join(v.serials[:3]) + (", …" if len(v.serials) > 3 else "")
+            typer.echo(f"  {v.code:20} {len(v.serials):>3} unit(s)  {v.what} ({shown})")
+    missing = [c for c in demo.INJECTED if c not in {v.code for v in result.injected}]
+    if missing:
+        typer.echo(f"  (too few units for {', '.join(missing)}: give --units 40 or more to see every one)")
+    report = result.report
+    verdict = "intact" if report.intact else f"NOT intact ({len(report.failures)} failure(s))"
+    typer.echo(f"verify: {verdict}, {'compliant' if report.compliant else 'not compliant'} "
+               f"({report.violations} finding(s); `custody verify` exits "
+               f"{0 if report.compliant else 3 if report.intact else 1})")
+    typer.echo("try:")
+    sample = result.injected[0].serials[0] if result.injected else "1652224000001"
+    for command in ("verify", f"history {sample}", "report duty", "report customers", "report units",
+                    "replay --upto 20"):
+        typer.echo(f"  custody --db {db} {command}")
+    typer.echo("")
+    store = Store(db, readonly=True)
+    try:
+        state = views.current(store, append.now_us())
+    finally:
+        store.close()
+    emit(reports.compliance(state, now))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)

@@ -1,0 +1,195 @@
+"""`custody checkpoint`, `cosign`, `prove` and `verify-proof`: the log's transparency, for its users."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from commands._common import (
+    EXIT_INTEGRITY,
+    EXIT_USAGE,
+    DbOption,
+    JsonOption,
+    KeyOption,
+    PassphraseOption,
+    fail,
+    handle_errors,
+    hexify,
+    load_key,
+    open_store,
+    print_json,
+)
+from ledger import append, keys, transparency, values
+from ledger.errors import BadInput, IntegrityError, NotALedger
+from ledger.state import Finding
+from ledger.statement import key_id
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BadInput(f"no {what} at {path}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{what} {path} is a directory") from None
+    except OSError as e:
+        raise BadInput(f"cannot read {what} {path}: {e.strerror}") from e
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    return {"code": f.code, "serial": f.serial, "index": f.index, "detail": f.detail}
+
+
+@handle_errors
+def checkpoint(
+    key: KeyOption,
+    out: Annotated[Path | None, typer.Option("--out",
+                                             help="Write the signed note here (default: stdout).")] = None,
+    passphrase_file: PassphraseOption = None,
+    db: DbOption = None,
+) -> None:
+    """Sign the log's current tree head with the operator key and store it in the ledger.
+
+    Refuses (exit 1) if the log does not extend the latest checkpoint it signed before: statements were
+    dropped or rewritten. Signing again at the same size gives the same note and stores nothing new.
+    """
+    if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise BadInput(f"cannot write {out}: no such directory")
+    signer = load_key(key, passphrase_file)
+    with open_store(db) as store:
+        signed = transparency.sign_tree_head(store, signer)
+    cp = signed.checkpoint
+    status = "stored in the ledger" if signed.stored else "already stored in the ledger"
+    if out is None:
+        typer.echo(signed.note, nl=False)
+        typer.echo(f"custody: checkpoint of size {cp.size} {status}", err=True)
+        return
+    transparency.write_atomic(out, signed.note.encode())
+    typer.echo(f"checkpoint of size {cp.size} (root {cp.root.hex()}) {status}, written to {out}")
+
+
+@handle_errors
+def cosign(
+    checkpoint_file: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="The signed checkpoint note; "
+                                                   "rewritten in place with the cosignature added.")],
+    name: Annotated[str, typer.Option("--name", help="The witness's key name, e.g. witness.example/w1.")],
+    key: KeyOption,
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="The witness's state: the last checkpoint it cosigned "
+                        "(default: witness-NAME.state beside CHECKPOINT).")] = None,
+    passphrase_file: PassphraseOption = None,
+    db: DbOption = None,
+) -> None:
+    """Cosign a checkpoint as a witness (C2SP tlog-cosignature/v1), after checking it against the ledger.
+
+    The operator's signature must verify, the ledger's root at that size must be the checkpoint's, and a
+    consistency proof must take the last checkpoint this witness cosigned (its --state file) to this one:
+    a rollback or a fork is refused (exit 1). Then check it with
+    `custody verify --checkpoint CHECKPOINT --witness NAME=WITNESS.pub`.
+    """
+    transparency.check_witness_name(name)
+    data = _read(checkpoint_file, "checkpoint")
+    witness = load_key(key, passphrase_file)
+    state_path = state or transparency.default_state_path(checkpoint_file, name)
+    with open_store(db, readonly=True) as store:
+        result = transparency.cosign(store, data, name=name, key=witness, state_path=state_path,
+                                     timestamp=int(time.time()))
+    transparency.write_atomic(checkpoint_file, result.note.encode())
+    since = f" (extends size {result.previous.size})" if result.previous else " (first for this witness)"
+    typer.echo(f"cosigned checkpoint of size {result.checkpoint.size} as {name}{since}; "
+               f"wrote {checkpoint_file} and {state_path}")
+
+
+@handle_errors
+def prove(
+    serial: Annotated[str, typer.Argument(help="The unit's serial.")],
+    out: Annotated[Path, typer.Option("--out", help="The proof file to write (custody-proof/1 JSON).")],
+    db: DbOption = None,
+) -> None:
+    """Write a self-contained proof of one unit's history against the latest stored checkpoint.
+
+    The file holds the unit's statements, those that authorise their signers, an inclusion proof for
+    each and the checkpoint; anyone checks it offline with `custody verify-proof`. Needs no key; run
+    `custody checkpoint` first if no checkpoint covers the unit's newest statement.
+    """
+    values.check_serial(serial)
+    with open_store(db, readonly=True) as store:
+        proof = transparency.build_proof(store, serial, now_us=append.now_us())
+    data = proof.encode()
+    transparency.write_atomic(out, data)
+    steps = sum(1 for e in proof.entries if _is_step(e))
+    typer.echo(f"proof for unit {serial}: {steps} step(s) and {len(proof.entries) - steps} authorising "
+               f"statement(s) against the checkpoint of size {_size(proof)}, written to {out} "
+               f"({len(data)} bytes)")
+
+
+def _is_step(entry: transparency.ProofEntry) -> bool:
+    return bool(transparency.decode_at(entry).units)
+
+
+def _size(proof: transparency.UnitProof) -> int:
+    from ledger import checkpoint as notes
+
+    return notes.parse_note(proof.signed_checkpoint).checkpoint.size
+
+
+@handle_errors
+def verify_proof(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A proof written by `custody prove`.")],
+    trust: Annotated[list[Path], typer.Option("--trust", help="Trusted authority public key (repeatable); "
+                                              "every genesis authority must be one.")],
+    operator: Annotated[Path | None, typer.Option(
+        "--operator", help="The log operator's public key (default: the one the genesis names).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Check a unit's proof without the ledger, then show its verified history and findings.
+
+    Exit 0 when the proof verifies (even if the unit's history shows findings such as
+    SKIPPED_INSPECTION), 1 when it does not, 2 when FILE is not a proof or a key file is unusable.
+    """
+    try:
+        trusted = [keys.load_public(p) for p in trust]
+        operator_key = keys.load_public(operator) if operator else None
+        data = _read(file, "proof")
+        result = transparency.verify_proof_file(data, trusted=trusted, operator=operator_key,
+                                                now_us=append.now_us())
+    except NotALedger as e:
+        raise fail(f"{file}: {e.detail}", EXIT_USAGE) from None
+    except IntegrityError as e:
+        raise fail(f"bad proof {file}: {e}", EXIT_INTEGRITY) from None
+    except BadInput as e:
+        raise fail(e.detail, EXIT_USAGE) from None
+    except OSError as e:
+        raise fail(f"{e.filename or file}: {e.strerror or e}", EXIT_USAGE) from None
+    steps = [{"index": s.index, "kind": s.statement.kind, "at": values.format_time(s.statement.at),
+              "signer": s.statement.signer, "participant": s.participant, "hash": s.statement.hash.hex(),
+              "data": hexify(dict(s.statement.data))} for s in result.steps]
+    cp = result.checkpoint
+    if json_out:
+        print_json({"verified": True, "serial": result.serial, "origin": result.origin,
+                    "checkpoint": {"size": cp.size, "root": cp.root.hex()},
+                    "operator": key_id(result.operator), "statements": result.statements,
+                    "steps": steps, "findings": [_finding(f) for f in result.findings]})
+        return
+    typer.echo(f"proof verified: unit {result.serial} of {result.origin}, against the checkpoint of size "
+               f"{cp.size} (root {cp.root.hex()}), {result.statements} statement(s)")
+    for step in steps:
+        details = ", ".join(f"{k}={v}" for k, v in step["data"].items())
+        by = step["participant"] or "?"
+        typer.echo(f"  #{step['index']:<6} {step['at']:24} {step['kind']:14} by {by:12} {details}")
+    if result.findings:
+        typer.echo(f"findings: {len(result.findings)}")
+        for f in result.findings:
+            typer.echo(f"  ! {f.code} at index {f.index}: {f.detail}")
+    else:
+        typer.echo("findings: none (no step skipped, as far as the checkpoint shows)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("checkpoint")(checkpoint)
+    app.command("cosign")(cosign)
+    app.command("prove")(prove)
+    app.command("verify-proof")(verify_proof)

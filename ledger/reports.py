@@ -1,0 +1,185 @@
+"""Reports computed from a fold's `State`: compliance, duty, customers, units, and the replay summary.
+
+DESIGN.md "Compliance (projections)" and "JSON": `report compliance --json` is exactly `as_of`,
+`log_size`, `findings` (`{code, serial, index, detail}`) and `counts` by code. Every report is one
+`Report`: the JSON document and the CSV table, both ready to print (times RFC 3339 `Z`, money in integer
+cents in fields ending `_cents`). `OVERDUE` is computed here, as of the report time, never stored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import fold
+from ledger.errors import BadInput
+from ledger.state import CODES, Customer, DutyEntry, Finding, State
+from ledger.statement import STEPS
+from ledger.values import MICROS_PER_DAY, format_time
+
+_CODE_ORDER = {code: i for i, code in enumerate(CODES)}
+
+
+@dataclass(frozen=True)
+class Report:
+    """One report: its `--json` document and its `--csv` table."""
+
+    name: str
+    as_of: int
+    log_size: int
+    document: dict[str, Any]
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+
+def findings_as_of(state: State, as_of: int) -> list[Finding]:
+    """Every finding of the log plus `OVERDUE` as of `as_of`, grouped by code (DESIGN's order), then index."""
+    found = [*state.findings, *fold.overdue(state, as_of)]
+    found.sort(key=lambda f: (_CODE_ORDER.get(f.code, len(CODES)), f.index, f.serial or ""))
+    return found
+
+
+def counts(findings: Sequence[Finding]) -> dict[str, int]:
+    """Findings per code, in DESIGN's order; codes without findings are left out."""
+    seen = Counter(f.code for f in findings)
+    return {code: seen[code] for code in sorted(seen, key=lambda c: _CODE_ORDER.get(c, len(CODES)))}
+
+
+def finding_json(f: Finding) -> dict[str, Any]:
+    return {"code": f.code, "serial": f.serial, "index": f.index, "detail": f.detail}
+
+
+def compliance(state: State, as_of: int, log_size: int | None = None) -> Report:
+    """Every finding, grouped by code, with counts."""
+    size = state.size if log_size is None else log_size
+    found = findings_as_of(state, as_of)
+    document = {"as_of": format_time(as_of), "log_size": size, "findings": [finding_json(f) for f in found],
+                "counts": counts(found)}
+    rows = tuple((f.code, f.serial, f.index, f.detail) for f in found)
+    return Report("compliance", as_of, size, document, ("code", "serial", "index", "detail"), rows)
+
+
+def _entry_json(d: DutyEntry) -> dict[str, Any]:
+    return {"entry": d.entry, "statements": d.statements, "units": d.units,
+            "entered_value_cents": d.entered_value, "duty_due_cents": d.duty_due, "paid_cents": d.paid,
+            "shortfall_cents": shortfall(d)}
+
+
+def shortfall(d: DutyEntry) -> int:
+    """What an entry still owes; an overpaid entry owes nothing and offsets no other."""
+    return max(d.duty_due - d.paid, 0)
+
+
+def duty_totals(state: State) -> dict[str, int]:
+    entries = state.duty.values()
+    return {"entries": len(state.duty), "units": sum(d.units for d in entries),
+            "entered_value_cents": sum(d.entered_value for d in entries),
+            "duty_due_cents": sum(d.duty_due for d in entries), "paid_cents": sum(d.paid for d in entries),
+            "shortfall_cents": sum(shortfall(d) for d in entries)}
+
+
+def duty(state: State, as_of: int, log_size: int | None = None) -> Report:
+    """Per customs entry and in total: entered value, duty due, paid, shortfall."""
+    size = state.size if log_size is None else log_size
+    entries = [_entry_json(state.duty[e]) for e in sorted(state.duty)]
+    total = duty_totals(state)
+    document = {"as_of": format_time(as_of), "log_size": size, "entries": entries, "total": total}
+    columns = ("row", "entry", "statements", "units", "entered_value_cents", "duty_due_cents", "paid_cents",
+               "shortfall_cents")
+    rows = [("entry", e["entry"], e["statements"], e["units"], e["entered_value_cents"], e["duty_due_cents"],
+             e["paid_cents"], e["shortfall_cents"]) for e in entries]
+    rows.append(("total", "", sum(e["statements"] for e in entries), total["units"],
+                 total["entered_value_cents"], total["duty_due_cents"], total["paid_cents"],
+                 total["shortfall_cents"]))
+    return Report("duty", as_of, size, document, columns, tuple(rows))
+
+
+def customer_status(c: Customer, as_of: int) -> str:
+    if not c.approved:
+        return "not approved"
+    if c.suspended:
+        return "suspended"
+    if c.valid_until is not None and as_of >= c.valid_until:
+        return "expired"
+    return "approved"
+
+
+def customer_json(c: Customer, as_of: int) -> dict[str, Any]:
+    return {"id": c.id, "status": customer_status(c, as_of), "license": c.license,
+            "valid_until": format_time(c.valid_until) if c.valid_until is not None else None,
+            "cap": c.cap, "consigned": c.consigned, "received": c.received,
+            "remaining": max(c.cap - c.consigned, 0) if c.approved else 0, "over_cap": c.over_cap}
+
+
+def customers(state: State, as_of: int, log_size: int | None = None) -> Report:
+    """Per customer: cap, consigned (toward the cap), received, remaining, over the cap."""
+    size = state.size if log_size is None else log_size
+    listed = [customer_json(state.customers[c], as_of) for c in sorted(state.customers)]
+    document = {"as_of": format_time(as_of), "log_size": size, "customers": listed}
+    columns = ("id", "status", "license", "valid_until", "cap", "consigned", "received", "remaining",
+               "over_cap")
+    rows = tuple(tuple(c[k] if c[k] is not None else "" for k in columns) for c in listed)
+    return Report("customers", as_of, size, document, columns, rows)
+
+
+def units_by_step(state: State) -> dict[str, int]:
+    """Units per current step (their latest statement's kind), every step listed."""
+    seen = Counter(u.step for u in state.units.values())
+    return {step: seen[step] for step in STEPS}
+
+
+def overdue_json(state: State, as_of: int) -> list[dict[str, Any]]:
+    out = []
+    for f in fold.overdue(state, as_of):
+        unit = state.units[f.serial or ""]
+        out.append({"serial": unit.serial, "step": unit.step, "index": unit.index,
+                    "since": format_time(unit.at), "days_waiting": (as_of - unit.at) // MICROS_PER_DAY})
+    return out
+
+
+def units(state: State, as_of: int, log_size: int | None = None) -> Report:
+    """Counts per current step, and the overdue units (unaccounted for), oldest first."""
+    size = state.size if log_size is None else log_size
+    steps = units_by_step(state)
+    late = overdue_json(state, as_of)
+    document = {"as_of": format_time(as_of), "log_size": size, "total": len(state.units), "steps": steps,
+                "overdue": late}
+    columns = ("row", "step", "count", "serial", "index", "since", "days_waiting")
+    rows: list[tuple[Any, ...]] = [("step", step, count, "", "", "", "") for step, count in steps.items()]
+    rows += [("overdue", o["step"], "", o["serial"], o["index"], o["since"], o["days_waiting"]) for o in late]
+    return Report("units", as_of, size, document, columns, tuple(rows))
+
+
+REPORTS: dict[str, Callable[[State, int, int | None], Report]] = {
+    "compliance": compliance, "duty": duty, "customers": customers, "units": units}
+
+
+def check_name(name: str) -> str:
+    """The report's name, or `BadInput` naming the known ones."""
+    if name not in REPORTS:
+        raise BadInput(f"unknown report {name!r:.40}: use {', '.join(REPORTS)}")
+    return name
+
+
+def build(name: str, state: State, as_of: int, log_size: int | None = None) -> Report:
+    """The report called `name` (compliance, duty, customers, units) of `state` as of `as_of`."""
+    return REPORTS[check_name(name)](state, as_of, log_size)
+
+
+def summary(state: State, as_of: int, *, log_size: int, folded: int, last_index: int | None,
+            policy_name: str, what_if: bool) -> dict[str, Any]:
+    """The replay summary: what was folded, units per step, findings by code, duty totals, customers."""
+    found = findings_as_of(state, as_of)
+    return {
+        "as_of": format_time(as_of),
+        "log_size": log_size,
+        "folded": folded,
+        "last_index": last_index,
+        "policy": {"name": policy_name, "what_if": what_if},
+        "units": {"total": len(state.units), "steps": units_by_step(state)},
+        "findings": {"total": len(found), "counts": counts(found)},
+        "duty": duty_totals(state),
+        "customers": [customer_json(state.customers[c], as_of) for c in sorted(state.customers)],
+    }

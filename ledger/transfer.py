@@ -1,0 +1,486 @@
+"""Moving a ledger between stores and tools: bundle export and import, EPCIS 2.0 export.
+
+DESIGN.md "Bundles": `export_bundle` streams a log prefix and the stored checkpoints it covers into the
+format of `ledger.bundle`; `prepare_import` + `run_import` (or `import_bundle`, both at once) verify a
+bundle in full and append it to an empty store, or append the part of it that extends a store whose log
+is a prefix of it, with the bundle's checkpoints, so exporting the copy gives the same bytes.
+`export_epcis` writes the GS1 EPCIS 2.0 document of `ledger.epcis`. Every file is written to a
+temporary file beside its destination and renamed into place: a failure never leaves half a file.
+
+Import is one bulk append through `append.Batch` (which re-checks every hard rule and builds the views):
+all the statements, their unit links and the new checkpoints go to the database in ONE transaction,
+after the whole bundle has verified (`verify_bundle`, the verifier's clock) and after a second reading
+has shown the file unchanged (same SHA-256). Nothing is half-imported: a verification failure writes
+nothing (not even a new SQLite file; on PostgreSQL not even the tables), and a database failure rolls
+the single transaction back (a new SQLite file is then removed; on PostgreSQL the tables, created just
+before, stay empty, which is still an empty store). The views follow in their own transaction, as for
+every writer; readers and the next writer catch them up if that one fails. The price of one transaction
+is memory that grows with the import (the stored events are built before the write): measured 210 MB
+peak for a 10.9 MB bundle of 20,108 statements and 120,000 unit links. Export streams in constant memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar, cast
+
+from eventsourcing.persistence import StoredEvent
+
+from ledger import bundle as bundle_format
+from ledger import checkpoint as notes
+from ledger import epcis, merkle, views
+from ledger import verify as verification
+from ledger.aggregates import stored_checkpoint
+from ledger.append import Batch, now_us
+from ledger.errors import (
+    BadInput,
+    Conflict,
+    IntegrityError,
+    LogIndexInvalid,
+    NotALedger,
+    Refused,
+    StoreError,
+)
+from ledger.statement import Statement, decode
+from ledger.store import Store, redact
+
+Progress = Callable[[int], None]
+_T = TypeVar("_T")
+PROGRESS_STEP = 256  # statements between progress callbacks: the bar costs nothing next to the work
+
+
+def _no_progress(_n: int) -> None:
+    return None
+
+
+# --- files written whole or not at all ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A new file beside `path`, renamed onto it when the block ends without error, removed otherwise.
+
+    Created with mode 0666 less the umask (as `open` would), synced before the rename.
+    """
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise BadInput(f"cannot write {path}: no directory {parent}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(temp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise BadInput(f"cannot write {path}: {e.strerror}") from e
+    else:  # pragma: no cover - 100 collisions of 48 random bits
+        raise BadInput(f"cannot create a temporary file beside {path}")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        if isinstance(e, OSError):
+            raise BadInput(f"cannot write {path}: {e.strerror or e}") from e
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _refuse_overwriting_store(store: Store, path: Path) -> None:
+    if not store.postgres and path.exists():
+        with contextlib.suppress(OSError):
+            if os.path.samefile(store.url, path):
+                raise BadInput(f"{path} is the ledger database itself; choose another file")
+
+
+def _prefix_size(store: Store, upto: int | None) -> int:
+    """The number of statements `--upto INDEX` selects (the whole log without it)."""
+    if not store.opened or store.origin is None:
+        raise StoreError(f"{redact(store.url)} holds no ledger yet (run `custody init`)")
+    size = store.size()
+    if upto is None:
+        return size
+    if upto < 0:
+        raise BadInput(f"--upto {upto}: log indices start at 0")
+    if upto >= size:
+        raise BadInput(f"--upto {upto} is beyond the log (its last index is {size - 1})")
+    return upto + 1
+
+
+def _wires(store: Store, count: int, progress: Progress) -> Iterator[tuple[int, bytes]]:
+    """(index, wire) of the log prefix [0, count), read in chunks; a gap in the stored log raises."""
+    expected = 0
+    for event in store.log(0, count):
+        if event.index != expected:
+            raise LogIndexInvalid(f"the stored log has index {event.index} where {expected} was expected "
+                                  "(run `custody verify`)", expected)
+        yield event.index, event.wire
+        expected += 1
+        if expected % PROGRESS_STEP == 0:
+            progress(PROGRESS_STEP)
+    progress(expected % PROGRESS_STEP)
+    if expected != count:
+        raise LogIndexInvalid(f"the stored log ends at {expected} statements, not {count}", expected)
+
+
+# --- export -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `export_bundle` wrote: `statements` (indices 0…statements-1) and checkpoints, and the root."""
+
+    path: Path
+    origin: str
+    statements: int
+    checkpoints: int
+    root: bytes
+
+
+def bundle_checkpoints(store: Store, count: int) -> list[str]:
+    """DESIGN.md: the stored checkpoints of size at most `count`, ascending by size.
+
+    Where several stored notes have one size (say, a note re-stored with a witness's cosignature), the
+    latest stored version is the one kept.
+    """
+    by_size: dict[int, tuple[int, str]] = {}
+    for version, size, note in store.checkpoints():
+        if size <= count and (size not in by_size or version > by_size[size][0]):
+            by_size[size] = (version, note)
+    return [by_size[size][1] for size in sorted(by_size)]
+
+
+def export_bundle(store: Store, path: Path, *, upto: int | None = None,
+                  progress: Progress = _no_progress) -> Exported:
+    """Write the bundle of the log prefix 0…`upto` (the whole log by default) to `path`.
+
+    Streams in chunks (memory does not grow with the log); the file appears only once it is complete.
+    Raises `BadInput` for an `upto` beyond the log or an unwritable path.
+    """
+    count = _prefix_size(store, upto)
+    _refuse_overwriting_store(store, path)
+    assert store.origin is not None
+    checkpoints = bundle_checkpoints(store, count)
+    compact = merkle.CompactRange.empty()
+
+    def wires() -> Iterator[bytes]:
+        nonlocal compact
+        for _, wire in _wires(store, count, progress):
+            compact = compact.append(merkle.leaf_hash(wire))
+            yield wire
+
+    with _replacing(path) as out:
+        written = bundle_format.write_bundle(out, store.origin, wires(), checkpoints)
+    return Exported(path, store.origin, written, len(checkpoints), compact.root())
+
+
+# --- import -------------------------------------------------------------------------------------------
+
+
+class BundleRejected(IntegrityError):
+    """The bundle did not verify; carries the check and index of its first failure."""
+
+    def __init__(self, failure: verification.Failure, failures: int, name: str) -> None:
+        more = f" and {failures - 1} more failure(s)" if failures > 1 else ""
+        super().__init__(f"{failure.detail} ({name} does not verify{more}; nothing imported)", failure.index)
+        self.check = failure.check
+
+
+class _HashingReader(io.RawIOBase):
+    """A binary file that hashes what is read from it: both passes of an import must see the same bytes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.name = str(path)
+        self._file = path.open("rb")
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._file.readinto(buffer)
+        if n:
+            self.digest.update(memoryview(buffer)[:n])
+        return n or 0
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """A bundle that verified, and the store it goes to: `prepare_import`'s answer for `run_import`."""
+
+    url: str
+    path: Path
+    origin: str
+    statements: int  # in the bundle
+    digest: bytes  # SHA-256 of the bundle file as verified
+    target_size: int  # statements the store held when the plan was made
+    create: bool  # a new SQLite file is to be created
+    findings: int  # compliance findings of the bundle's log (not a reason to refuse)
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What `run_import` did: statements appended, how many the store already held, checkpoints stored."""
+
+    url: str
+    origin: str
+    appended: int
+    present: int
+    checkpoints: int
+    log_size: int
+    created: bool
+
+
+def _is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def _is_new_sqlite(url: str) -> bool:
+    return not _is_postgres(url) and not Path(url).exists()
+
+
+def _open_target(url: str) -> Store | None:
+    """The existing store at `url`, or None where there is none yet (an absent SQLite file, an empty
+    PostgreSQL schema): those are created by `run_import` once the bundle has verified."""
+    if _is_new_sqlite(url):
+        return None
+    try:
+        return Store(url)
+    except NotALedger:
+        if _is_postgres(url):
+            return None  # no tables in this schema yet: an empty store
+        raise
+
+
+def prepare_import(url: str, path: Path, *, now: int | None = None,
+                   progress: Progress = _no_progress) -> ImportPlan:
+    """Check the target and verify the whole bundle (the verifier's clock: `now`); write nothing.
+
+    Raises `NotALedger` (not a bundle; the target is not a ledger), `BundleRejected` (the bundle fails
+    a check), `Refused` (another ledger's bundle). A bundle that does not verify is never imported.
+    """
+    if not path.is_file():
+        raise BadInput(f"no bundle at {path}" if not path.exists() else f"{path} is not a file")
+    clock = now if now is not None else now_us()
+    target = _open_target(url)
+    try:
+        target_size = target.size() if target is not None and target.opened else 0
+        target_origin = target.origin if target is not None and target.opened else None
+    finally:
+        if target is not None:
+            target.close()
+    with path.open("rb") as handle:  # not a bundle, or another ledger's: say so before reading it all
+        origin = bundle_format.open_bundle(handle, name=str(path)).origin
+    if target_origin is not None and origin != target_origin:
+        raise Refused(f"{path} is a bundle of ledger {origin!r}; {redact(url)} holds {target_origin!r}; "
+                      "nothing imported")
+    options = verification.Options(now=clock, as_of=clock, progress=progress)
+    reader = _HashingReader(path)
+    report = verification.verify_bundle(path, options, stream=cast(BinaryIO, reader))
+    if not report.intact:
+        raise BundleRejected(report.failures[0], len(report.failures), str(path))
+    warnings = report.warnings if target_size == 0 else tuple(
+        w for w in report.warnings if not w.startswith("no --trust"))
+    return ImportPlan(url=url, path=path, origin=origin, statements=report.log_size,
+                      digest=reader.digest.digest(),
+                      target_size=target_size, create=_is_new_sqlite(url), findings=report.violations,
+                      warnings=warnings)
+
+
+class _ImportBatch(Batch):
+    """A `Batch` that also writes stored checkpoints in its one transaction.
+
+    Into an empty store every row the fold reads is one this batch folded itself, so it skips the
+    per-statement view queries a writer needs (measured: 30 % of a 20,000-statement import).
+    """
+
+    def __init__(self, store: Store, clock: Callable[[], int]) -> None:
+        super().__init__(store, clock)
+        self._fresh = self.size == 0
+
+    def _ensure(self, statement: Statement) -> None:
+        if not self._fresh:
+            super()._ensure(statement)
+
+    def _ensure_serials(self, serials: Sequence[str]) -> None:
+        if not self._fresh:
+            super()._ensure_serials(serials)
+
+    def attach(self, events: Sequence[StoredEvent]) -> None:
+        self._events.extend(events)
+
+    def commit_all(self, events: Sequence[StoredEvent]) -> None:
+        if self.statements:
+            self.attach(events)
+            self.commit()
+        elif events:
+            self.store.write(events)
+
+
+def _stored_notes(store: Store, notes_in_bundle: Sequence[str], origin: str) -> list[StoredEvent]:
+    """Stored events for the bundle's checkpoints that the store lacks, versions after its own."""
+    present = store.checkpoints()
+    have = {note for _, _, note in present}
+    version = max((v for v, _, _ in present), default=0)
+    now = datetime.now(UTC)
+    events = []
+    for text in notes_in_bundle:
+        if text in have:
+            continue
+        have.add(text)
+        version += 1
+        size = notes.parse_note(text).checkpoint.size
+        events.append(stored_checkpoint(origin, version, size, text, now))
+    return events
+
+
+def _remove_sqlite(url: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(url + suffix).unlink()
+
+
+def run_import(plan: ImportPlan, *, clock: Callable[[], int] = now_us,
+               progress: Progress = _no_progress) -> Imported:
+    """Append the verified bundle of `plan` to its store, in one transaction, and build the views.
+
+    Into a store that already holds statements, only a bundle that starts with exactly those statements
+    is accepted (`Refused` for a fork or a shorter bundle); a bundle equal to the log stores just the
+    checkpoints the store lacks. Raises `Refused` if the file changed since it verified, or another
+    writer appended meanwhile (`Conflict`); nothing is written then.
+    """
+    created = plan.create and _is_new_sqlite(plan.url)
+    # a new SQLite file only now that the bundle verified; on PostgreSQL, the tables if the schema lacks them
+    store = Store(plan.url, create=created or _is_postgres(plan.url))
+    try:
+        result = _append(store, plan, created, clock, progress)
+    except BaseException:
+        store.close()
+        if created:
+            _remove_sqlite(plan.url)
+        raise
+    store.close()
+    return result
+
+
+def _unchanged(items: Iterator[_T], path: Path) -> Iterator[_T]:
+    """The bundle's objects on the second reading; a defect now means the file changed since it verified."""
+    try:
+        yield from items
+    except IntegrityError as e:
+        raise Refused(f"{path} changed while it was being imported ({e}); nothing imported") from e
+
+
+def _append(store: Store, plan: ImportPlan, created: bool, clock: Callable[[], int],
+            progress: Progress) -> Imported:
+    if store.opened and store.origin != plan.origin:
+        raise Refused(f"{redact(plan.url)} now holds ledger {store.origin!r}, not {plan.origin!r}; "
+                      "nothing imported")
+    batch = _ImportBatch(store, clock)
+    present = batch.size
+    if present > plan.statements:
+        raise Refused(f"{plan.path} ({plan.statements} statements) is shorter than the ledger in "
+                      f"{redact(plan.url)} ({present}): nothing to import")
+    reader_file = _HashingReader(plan.path)
+    with reader_file:
+        reader = bundle_format.open_bundle(cast(BinaryIO, reader_file), name=str(plan.path))
+        held = store.log(0, present) if present else iter(())
+        done = 0
+        for index, wire in _unchanged(reader.statements(), plan.path):
+            if index < present:
+                mine = next(held, None)
+                if mine is None or mine.wire != wire:
+                    raise Refused(f"{plan.path} forks from the ledger in {redact(plan.url)} at index {index} "
+                                  "(a different statement there); nothing imported")
+                continue
+            try:
+                batch.add(decode(wire))
+            except IntegrityError as e:
+                raise e.at_index(index) from None
+            done += 1
+            if done % PROGRESS_STEP == 0:
+                progress(PROGRESS_STEP)
+        bundled = list(_unchanged(reader.checkpoints(), plan.path))
+        for _ in iter(lambda: reader_file.read(1 << 16), b""):
+            pass  # the reader stops at the end of the stream already; this only makes the digest total
+    progress(done % PROGRESS_STEP)
+    if reader_file.digest.digest() != plan.digest or reader.statement_count != plan.statements:
+        raise Refused(f"{plan.path} changed while it was being imported; nothing imported")
+    events = _stored_notes(store, bundled, plan.origin)
+    try:
+        batch.commit_all(events)
+    except Conflict as e:
+        raise Conflict(f"another writer appended to {redact(plan.url)} during the import; nothing imported "
+                       "(run the import again)") from e
+    return Imported(url=plan.url, origin=plan.origin, appended=done, present=present,
+                    checkpoints=len(events), log_size=present + done, created=created)
+
+
+def import_bundle(url: str, path: Path, *, clock: Callable[[], int] = now_us) -> Imported:
+    """`prepare_import` then `run_import`: verify the whole bundle, then append it."""
+    return run_import(prepare_import(url, path, now=clock()), clock=clock)
+
+
+# --- EPCIS --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpcisExported:
+    path: Path
+    statements: int
+    events: int
+
+
+def export_epcis(store: Store, path: Path, *, upto: int | None = None, now: int | None = None,
+                 progress: Progress = _no_progress) -> EpcisExported:
+    """Write the EPCIS 2.0 document of the log prefix 0…`upto` to `path`: one event per custody step.
+
+    Participants come from the fold's state (a key's owner never changes, so the whole log's state
+    names the signers of any prefix); `now` is the document's `creationDate`.
+    """
+    count = _prefix_size(store, upto)
+    _refuse_overwriting_store(store, path)
+    clock = now if now is not None else now_us()
+    state = views.current(store, clock)
+
+    def entries() -> Iterator[tuple[int, Statement]]:
+        for index, wire in _wires(store, count, progress):
+            try:
+                yield index, decode(wire)
+            except IntegrityError as e:
+                raise e.at_index(index) from None
+
+    with _replacing(path) as raw:
+        out = io.TextIOWrapper(raw, encoding="ascii", newline="\n")
+        events = epcis.write_epcis(out, entries(), state.participant_of, epcis.format_time(clock))
+        out.flush()
+        out.detach()  # `_replacing` syncs and closes the file itself
+    return EpcisExported(path, count, events)
+

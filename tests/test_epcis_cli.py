@@ -1,0 +1,151 @@
+"""`custody export-epcis` end to end: a ledger built through the CLI becomes a valid EPCIS 2.0 document.
+
+Validated with jsonschema's Draft 7 validator against GS1's EPCIS-JSON-Schema.json (skipped where
+../shared is absent); one event per custody statement, none for administrative statements.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from commands.main import app
+from ledger import epcis
+from ledger.statement import STEPS, Statement, decode
+from ledger.store import Store
+from tests.conftest import Ledger
+
+# jsonschema checks "uri" and "date-time" only with optional packages; these stand-ins keep the formats
+# checked whatever is installed (RFC 3986 absolute URI characters, RFC 3339 with an offset).
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?#\[\]]|%[0-9A-Fa-f]{2})*")
+_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if _DATE_TIME.fullmatch(value) is None:
+        return False
+    datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return True
+
+
+@pytest.fixture(scope="module")
+def validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema_path = Path(__file__).resolve().parents[2] / "shared" / "epcis" / "EPCIS-JSON-Schema.json"
+    if not schema_path.exists():
+        pytest.skip(f"no EPCIS schema at {schema_path} (../shared is absent)")
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    checker = jsonschema.FormatChecker()
+    checker.checks("uri", raises=ValueError)(lambda v: not isinstance(v, str) or bool(_URI.fullmatch(v)))
+    checker.checks("date-time", raises=ValueError)(_is_date_time)
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema, format_checker=checker)
+
+
+def _errors(validator: Any, document: dict[str, Any]) -> list[str]:
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)][:10]
+
+
+def _statements(db: str) -> list[tuple[int, Statement]]:
+    with Store(db, readonly=True) as store:
+        return [(e.index, decode(e.wire)) for e in store.log(0)]
+
+
+def _build(ledger: Ledger) -> None:
+    """A modest ledger: clean shipments to two customers, a failed inspection, a step with findings."""
+    ledger.full_flow(["E1", "E2", "E3"])
+    ledger.full_flow(["E4"], customer="bytedance")
+    ledger.record("fabricated", "tsmc", ["E5", "E6"], "--model", "H200-NVL-141GB", "--site", "Fab 18",
+                  "--lot", "L7", ok=True)
+    ledger.record("shipped-to-us", "kerry", ["E5", "E6"], "--port-of-entry", "LAX", "--waybill", "AWB 9/1",
+                  ok=True)
+    ledger.record("inspected", "uslab", ["E5"], "--result", "fail", "--site", "Lab 2", "--country", "US",
+                  "--report", "R-fail", ok=True)
+    ledger.record("received", "alibaba", ["E6"], "--site", "Hangzhou", "--allow-violation", ok=True)
+
+
+def _export(ledger: Ledger, *extra: str) -> tuple[Any, dict[str, Any]]:
+    out = ledger.dir / "events.jsonld"
+    result = ledger.cli("export-epcis", str(out), *extra)
+    assert result.exit_code == 0, result.stderr
+    return result, json.loads(out.read_text(encoding="ascii"))
+
+
+def test_epcis_export_validates_and_has_one_event_per_step(ledger: Ledger, validator: Any) -> None:
+    _build(ledger)
+    result, document = _export(ledger)
+    assert _errors(validator, document) == []
+    statements = _statements(ledger.db)
+    steps = [(i, s) for i, s in statements if s.kind in STEPS]
+    events = document["epcisBody"]["eventList"]
+    assert len(events) == len(steps) == 16 and len(statements) == 10 + 16
+    assert f"exported {len(events)} EPCIS event(s)" in result.stdout
+    for event, (index, statement) in zip(events, steps, strict=True):  # in log order, one each
+        assert event["custody:logIndex"] == index
+        assert event["custody:statementHash"] == statement.hash.hex()
+        assert event["custody:signature"] == statement.signature.hex()
+        assert event["custody:signer"] == statement.signer
+        assert event["eventID"] == epcis.STATEMENT_NS + statement.hash.hex()
+        assert event["epcList"] == [epcis.unit_uri(statement.origin, s) for s in statement.serials]
+        assert event["eventTimeZoneOffset"] == "+00:00"
+    kinds = {e["custody:kind"] for e in events}
+    assert kinds == set(STEPS)
+    participants = {e["custody:participant"] for e in events}
+    assert participants == {"tsmc", "kerry", "uslab", "cbp", "nvidia", "alibaba", "bytedance"}
+    failed = next(e for e in events if e["custody:kind"] == "inspected" and e["custody:report"] == "R-fail")
+    assert failed["disposition"] == "non_conformant"
+    duty = next(e for e in events if e["custody:kind"] == "duty_paid")
+    assert duty["type"] == "TransactionEvent" and duty["bizTransactionList"]
+    assert document["@context"][1] == {"custody": epcis.EXT_NS}
+
+
+def test_epcis_upto_exports_the_steps_of_the_prefix(ledger: Ledger, validator: Any) -> None:
+    _build(ledger)
+    _, document = _export(ledger, "--upto", "12")
+    assert _errors(validator, document) == []
+    indices = [e["custody:logIndex"] for e in document["epcisBody"]["eventList"]]
+    assert indices == [10, 11, 12]  # fabricated, shipped, inspected: statements 0…9 are administrative
+
+
+def test_epcis_of_a_ledger_with_no_steps_is_an_empty_event_list(ledger: Ledger, validator: Any) -> None:
+    _, document = _export(ledger)
+    assert document["epcisBody"]["eventList"] == []
+    assert _errors(validator, document) == []
+
+
+def test_epcis_export_refuses_bad_targets_and_writes_nothing(ledger: Ledger) -> None:
+    out = ledger.dir / "none.jsonld"
+    beyond = ledger.cli("export-epcis", str(out), "--upto", "10")
+    assert beyond.exit_code == 2 and beyond.stdout == "" and len(beyond.stderr.splitlines()) == 1
+    assert not out.exists()
+    nowhere = ledger.cli("export-epcis", str(ledger.dir / "missing" / "x.jsonld"))
+    assert nowhere.exit_code == 2 and nowhere.stdout == ""
+    assert [p.name for p in ledger.dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_epcis_export_of_no_ledger_is_exit_2(tmp_path: Path, runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--db", str(tmp_path / "absent.db"), "export-epcis", str(tmp_path / "x")])
+    assert result.exit_code == 2 and not (tmp_path / "x").exists() and not (tmp_path / "absent.db").exists()
+
+
+def test_epcis_export_of_the_demo_ledger(tmp_path: Path, runner: CliRunner, validator: Any) -> None:
+    if "demo" not in {c.name for c in app.registered_commands}:
+        pytest.skip("`custody demo` is not built yet")
+    demo = runner.invoke(app, ["demo", "--units", "24", "--dir", str(tmp_path / "demo")])
+    assert demo.exit_code == 0, demo.stderr
+    db = str(tmp_path / "demo" / "custody.db")
+    out = tmp_path / "demo.jsonld"
+    result = runner.invoke(app, ["--db", db, "export-epcis", str(out)])
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(out.read_text(encoding="ascii"))
+    assert _errors(validator, document) == []
+    steps = [i for i, s in _statements(db) if s.kind in STEPS]
+    assert [e["custody:logIndex"] for e in document["epcisBody"]["eventList"]] == steps
