@@ -16,10 +16,12 @@ from ledger.store import Store
 
 @handle_errors
 def demo_command(
-    units: Annotated[int, typer.Option("--units", min=1, help="Units to take through the six steps.")] = (
+    units: Annotated[int, typer.Option("--units", min=1, metavar="N",
+                                                  help="Units to take through the six steps.")] = (
         demo.DEFAULT_UNITS),
     directory: Annotated[Path | None, typer.Option(
-        "--dir", help="Folder for custody.db and keys/ (default: a fresh temporary folder).")] = None,
+        "--dir", metavar="DIR",
+        help="Folder for custody.db and keys/ (default: a fresh temporary folder).")] = None,
 ) -> None:
     """Build a demo ledger: keys, N units through all six steps, injected violations; verify and report."""
     now = append.now_us()

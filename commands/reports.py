@@ -17,7 +17,7 @@ from ledger.policy import load_policy_file
 from ledger.state import State
 
 UntilOption = Annotated[str | None, typer.Option(
-    "--until", help="Fold the statements with at ≤ TIME (ISO 8601) and report as of TIME.")]
+    "--until", metavar="TIME", help="Fold the statements with at ≤ TIME (ISO 8601) and report as of TIME.")]
 
 
 def dollars(cents: int) -> str:
@@ -120,9 +120,10 @@ def _summary_lines(summary: dict[str, Any], *, rebuilt: bool) -> list[str]:
 @handle_errors
 def replay(
     until: UntilOption = None,
-    upto: Annotated[int | None, typer.Option("--upto", min=0, help="Fold the log prefix 0…INDEX.")] = None,
+    upto: Annotated[int | None, typer.Option("--upto", min=0, metavar="INDEX",
+                                                      help="Fold the log prefix 0…INDEX.")] = None,
     policy_file: Annotated[Path | None, typer.Option(
-        "--policy", help="What-if: this policy replaces every recorded one.")] = None,
+        "--policy", metavar="FILE", help="What-if: this policy replaces every recorded one.")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild",
                                           help="Rebuild the stored views from the log.")] = False,
     json_out: JsonOption = False,

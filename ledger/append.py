@@ -18,13 +18,15 @@ from typing import Any
 
 from ledger import fold, merkle, rules, views
 from ledger.aggregates import stored_log_event, stored_unit_link
-from ledger.errors import BadInput, Conflict, Refused, StoreError, ViolationsFound
+from ledger.errors import BadInput, Conflict, IntegrityError, Refused, StoreError, ViolationsFound
 from ledger.keys import PrivateKey
 from ledger.state import DutyEntry, Finding, State, UnitState
 from ledger.statement import ZERO_HASH, Statement, assemble, encode_body, signed_message
 from ledger.store import Store
 
-MAX_ATTEMPTS = 12
+MAX_ATTEMPTS = 25  # tries of `record` when other writers keep winning the race
+RETRY_BUDGET_S = 60.0  # and the time it may spend on them
+BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.02, 1.0  # the wait after a lost race doubles up to the cap, ×[1, 2)
 
 
 def now_us() -> int:
@@ -178,11 +180,20 @@ class Recorded:
 def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], serials: Sequence[str] = (),
            *, at: int | None = None, mode: str = "refuse", clock: Callable[[], int] = now_us,
            attempts: int = MAX_ATTEMPTS) -> Recorded:
-    """Append one statement by `key`; `mode` is "refuse", "allow" or "skip" for the pre-check."""
+    """Append one statement by `key`; `mode` is "refuse", "allow" or "skip" for the pre-check.
+
+    A writer that loses the race (`Conflict`) starts again from the heads as they now are: it re-runs the
+    pre-check, restamps `at` (unless given) and re-signs, after a jittered exponential backoff, and gives
+    up after `attempts` tries or `RETRY_BUDGET_S` seconds. A refusal after a lost race says so: the unit
+    moved on (someone else recorded the step first).
+    """
     if not store.opened or store.origin is None:
         raise StoreError("the ledger is not initialised (run `custody init`)")
-    delay = 0.02
+    started = time.monotonic()
+    delay = BACKOFF_FIRST_S
+    raced = False  # an earlier attempt passed every check and lost the race
     for attempt in range(1, attempts + 1):
+        checked = False
         try:
             batch = Batch(store, clock)
             chosen = list(serials)
@@ -200,21 +211,49 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
                     raise ViolationsFound(_describe(findings), tuple(findings))
                 skipped += [s for s in chosen if s in bad]
                 chosen = [s for s in chosen if s not in bad]
+            checked = True
             found = batch.add(statement)
-            batch.commit()
+            _commit(store, batch, statement)
             return Recorded(statement=statement, index=batch.size - 1, findings=tuple(found),
                             skipped=tuple(skipped), attempts=attempt)
-        except Conflict:
-            if attempt == attempts:
-                raise
+        except Conflict as e:
+            raced = raced or checked
+            elapsed = time.monotonic() - started
+            if attempt == attempts or elapsed + delay > RETRY_BUDGET_S:
+                tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+                raise Conflict(f"gave up after {tries} in {elapsed:.1f} s: other writers kept appending "
+                               f"first ({e.detail}); try again") from e
             time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 1.0)
-        except StoreError as e:
-            if attempt == attempts or "locked" not in e.detail and "busy" not in e.detail:
-                raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, BACKOFF_CAP_S)
+        except ViolationsFound as e:
+            if raced:
+                raise ViolationsFound(f"another writer appended first, and now {e.detail}", e.findings) from e
+            raise
+        except IntegrityError as e:
+            if raced:
+                e.detail = f"{e.detail} (another writer appended first)"
+            raise
     raise AssertionError("unreachable")
+
+
+def _commit(store: Store, batch: Batch, statement: Statement) -> None:
+    """Commit `batch`, whose last statement is `statement`: recorded once the log holds it at its index.
+
+    What fails after the events are in (the views, which the next writer catches up) or hides that they
+    are in (a lost acknowledgement, so the driver's retry collides with its own insert) is no failure.
+    """
+    index = batch.size - 1
+    try:
+        batch.commit()
+    except (Conflict, StoreError) as e:
+        try:
+            landed = any(event.wire == statement.wire for event in store.log(index, index + 1))
+        except StoreError as lost:
+            where = f" (check with `custody history {statement.serials[0]}`)" if statement.serials else ""
+            raise StoreError(f"{lost.detail}; statement {statement.hash.hex()} may or may not have been "
+                             f"recorded{where}") from e
+        if not landed:
+            raise
 
 
 def _describe(findings: Sequence[Finding]) -> str:

@@ -26,7 +26,7 @@ def _check(obj: Any, depth: int = 0) -> Any:
     """Rebuild `obj` with sorted maps, refusing types outside the canonical subset."""
     if depth > MAX_DEPTH:
         raise EncodingInvalid(f"nested more than {MAX_DEPTH} levels deep")
-    if isinstance(obj, bool) or obj is None or isinstance(obj, float):
+    if isinstance(obj, bool | float | msgpack.ExtType) or obj is None:  # ExtType is a tuple: test it first
         raise EncodingInvalid(f"{type(obj).__name__} is not allowed in canonical msgpack")
     if isinstance(obj, int | str | bytes):
         return obj

@@ -102,7 +102,8 @@ def _apply_fabricated(state: State, index: int, statement: Statement, out: list[
         if bad_model:
             _flag(state, out, unit, serial, "PROHIBITED_MODEL", index, f"model {model} is not allowed")
         if bad_fab:
-            _flag(state, out, unit, serial, "UNAPPROVED_FAB", index, f"{fab} is not an approved foundry")
+            _flag(state, out, unit, serial, "UNAPPROVED_FAB", index,
+                  f"{fab or 'an unregistered signer'} is not an approved foundry")
 
 
 def _before_release(state: State, unit: UnitState, index: int, out: list[Finding], what: str) -> None:

@@ -22,6 +22,7 @@ does not read as a link, sends the caller to the exact comparison, which names t
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import multiprocessing
@@ -208,7 +209,7 @@ def scan_links(store: Store, origin: str, low: int | None, high: int | None,
     return links.total, len(rows), False
 
 
-def _ranges(bound: int, step: int) -> list[tuple[int | None, int | None]]:
+def id_ranges(bound: int, step: int) -> list[tuple[int | None, int | None]]:
     """Ranges of row ids covering every row: [None, step), [step, 2·step), …, [k·step, None)."""
     cuts = list(range(step, bound, step))
     return list(zip([None, *cuts], [*cuts, None], strict=True))
@@ -268,7 +269,13 @@ class Pipeline:
         if self.workers > 1:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(url,))
+            # Forked workers must never finalise what they inherit (a database connection closed in a
+            # child closes it for the parent): frozen objects are left alone by the cycle collector.
+            gc.freeze()
+            try:
+                self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(url,))
+            finally:
+                gc.unfreeze()
         self._known: dict[str, bytes] = {}  # the calling process's own, when it decodes
         self._links: deque[tuple[int | None, int | None]] = deque()
         self._link_tasks: list[Any] = []
@@ -338,7 +345,7 @@ class Pipeline:
     def start_links(self, store: Store, origin: str, link_key: bytes) -> None:
         """Hash every stored unit link, in ranges of row ids, while the statements are decoded."""
         self._link_store, self._link_origin, self._link_key = store, origin, link_key
-        self._links.extend(_ranges(store.event_id_bound(), LINK_ROWS))
+        self._links.extend(id_ranges(store.event_id_bound(), LINK_ROWS))
 
     def _step_links(self, wait: bool = False) -> None:
         """Collect finished link scans; queue more while fewer than one per worker are running."""

@@ -92,6 +92,8 @@ class PostgresTarget:
         if self.port is not None:
             kwargs["port"] = self.port
         kwargs.update(self.parameters)
+        # the views are plain tables in the ledger's schema: name it once per connection, not per query
+        kwargs["options"] = f'-c search_path="{self.schema}"'
         return kwargs
 
 
@@ -214,8 +216,6 @@ def _postgres_recorder_class() -> type[Any]:
     """
     import psycopg
     from eventsourcing.postgres import PostgresApplicationRecorder
-    from psycopg import sql
-
     base: Any = PostgresApplicationRecorder
 
     def resilient(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -239,17 +239,32 @@ def _postgres_recorder_class() -> type[Any]:
         return call
 
     class Recorder(base):  # type: ignore[misc]
-        insert_events = resilient(base.insert_events)
+        def _insert(self: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+            """eventsourcing's insert without psycopg's pipeline mode, where a batch of a few megabytes
+            deadlocks (the server waits for the rest of the message, the client for a result)."""
+            if not stored_events:
+                return None
+            with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+                self._insert_events(curs, stored_events, **kwargs)
+                self._insert_stored_events(curs, stored_events, **kwargs)
+                return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)  # type: ignore[no-any-return]
+
+        insert_events = resilient(_insert)
         select_events = resilient(base.select_events)
         select_notifications = resilient(base.select_notifications)
         max_notification_id = resilient(base.max_notification_id)
 
         def _lock_table(self, curs: Any) -> None:
             # Writers serialise on a transaction-scoped advisory lock: the commit order is the insert order
-            # (what eventsourcing's table lock is for), and LOCK TABLE's UPDATE privilege is not needed.
-            curs.execute(sql.SQL("SET LOCAL lock_timeout = '{0}s'").format(self.datastore.lock_timeout))
-            curs.execute("SELECT pg_advisory_xact_lock(%s)",
-                         (_advisory_key(self.datastore.schema, self.events_table_name),))
+            # (what eventsourcing's table lock is for) without LOCK TABLE's UPDATE privilege. One round
+            # trip sets the lock timeout, takes the lock and queues eventsourcing's notification.
+            curs.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s), "
+                         "pg_notify(%s, '')",
+                         (f"{self.datastore.lock_timeout}s",
+                          _advisory_key(self.datastore.schema, self.events_table_name), self.channel_name))
+
+        def _notify_channel(self, curs: Any) -> None:
+            pass  # done with the lock, above
 
         def probe(self) -> str | None:
             """None if a fresh connection succeeds, else libpq's reason."""
@@ -516,13 +531,13 @@ class Store:
         return "notification_id" if self.postgres else "rowid"
 
     def _raw_events(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        sql = self._sql(statement.format(table=self.recorder.events_table_name))
         try:
+            if self.postgres:
+                return self._read(sql, tuple(params))
             with self._datastore.transaction(commit=False) as cursor:
-                self._scope(cursor)
-                cursor.execute(self._sql(statement.format(table=self.recorder.events_table_name)),
-                               tuple(params))
-                rows = cursor.fetchall()
-                return [_row(row) for row in rows] if self.postgres else rows
+                cursor.execute(sql, tuple(params))
+                return cursor.fetchall()  # type: ignore[no-any-return]  # sqlite3 rows are tuples already
         except Exception as e:
             if _is_driver_error(e) or isinstance(e, es.PersistenceError):
                 raise self._error("read", e) from e
@@ -531,9 +546,8 @@ class Store:
     # --- views: plain tables beside the events -----------------------------------------------------
 
     def _scope(self, cursor: Any) -> None:
-        """On PostgreSQL, the views live in the same schema as the events."""
-        if self.postgres:
-            cursor.execute(f'SET LOCAL search_path TO "{self.schema}"')
+        """Nothing to do: on PostgreSQL every connection's search_path is the ledger's schema (set when it
+        connects, see `PostgresTarget.connect_kwargs`), so bare table names resolve there."""
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s").replace("BLOB", "BYTEA") if self.postgres else statement
@@ -548,7 +562,6 @@ class Store:
             raise StoreError("this store is open read-only")
         try:
             with self._datastore.transaction(commit=True) as cursor:
-                self._scope(cursor)
                 yield _Cursor(cursor, self)
         except es.IntegrityError as e:
             raise Conflict("another writer wrote the views first") from e
@@ -563,10 +576,7 @@ class Store:
         """Rows of a read on the views tables; an absent table reads as no rows."""
         for attempt in (1, 2):
             try:
-                with self._datastore.transaction(commit=False) as cursor:
-                    self._scope(cursor)
-                    cursor.execute(self._sql(statement), tuple(params))
-                    return [_row(row) for row in cursor.fetchall()]
+                return self._read(self._sql(statement), tuple(params))
             except Exception as e:
                 if "no such table" in str(e) or "does not exist" in str(e):
                     return []
@@ -579,6 +589,14 @@ class Store:
                     raise self._error("read views from", _ConnectionLost(reason)) from e
                 raise self._error("read views from", e) from e
         raise AssertionError("unreachable")
+
+    def _read(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self.postgres:  # one round trip: autocommit, and the schema is on the connection's search_path
+            with self._datastore.get_connection() as conn:
+                return [_row(row) for row in conn.execute(statement, params).fetchall()]
+        with self._datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, params)
+            return [_row(row) for row in cursor.fetchall()]
 
     def _create_views(self) -> None:
         statements = [

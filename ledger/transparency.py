@@ -488,8 +488,9 @@ def build_proof(store: Store, serial: str, *, now_us: int) -> UnitProof:
     """The proof of unit `serial` against the largest stored checkpoint, which must cover its statements.
 
     Needs no key. The unit's statements are read from the log itself (its stored chain links only say
-    where its newest one is). Raises `NotFound` for an unknown serial, `Refused` when no stored checkpoint covers the
-    unit's newest statement, and an `IntegrityError` when the ledger disagrees with its own checkpoint.
+    where its newest one is). Raises `NotFound` for an unknown serial, `Refused` when no stored
+    checkpoint covers the unit's newest statement, and an `IntegrityError` when the ledger disagrees with
+    its own checkpoint.
     The proof is verified (trusting the genesis, as a verifier would with `--trust`) before it is returned.
     """
     if not valid_id(serial):

@@ -22,7 +22,7 @@ from typing import BinaryIO, overload
 from ledger import bundle as bundle_format
 from ledger import checkpoint as notes
 from ledger import fold, merkle, parallel, rules
-from ledger.aggregates import unit_id
+from ledger.aggregates import decode_state, unit_id
 from ledger.errors import (
     CheckpointInconsistent,
     CheckpointSignatureInvalid,
@@ -402,9 +402,9 @@ def _check_unit_links(store: Store, verifier: Verifier) -> None:
     expected_links = _log_links(store)
     seen: dict[str, tuple[int, bytes]] = {}
     bad: set[str] = set()
-    for originator, version, state in store.all_unit_links():
+    for originator, version, state in _stored_links(store, verifier):
         serial = state.get("serial")
-        if not isinstance(serial, str) or unit_id(origin, serial) != originator:
+        if not isinstance(serial, str) or unit_id(origin, serial).hex != originator:
             index = state.get("index")
             verifier.fail(UnitLinksInvalid(f"a unit link names serial {serial!r:.40} under another unit's id",
                                            index if isinstance(index, int) else None))
@@ -420,14 +420,37 @@ def _check_unit_links(store: Store, verifier: Verifier) -> None:
     differing = sorted(s for s in set(seen) | set(expected_links)
                        if s in bad or seen.get(s) != expected_links.get(s))
     expected_of = _expected_links(store, differing)
+    stored_of: dict[str, list[tuple[int, object, object]]] = {}
+    wanted = set(differing)
+    for originator, version, state in _stored_links(store, None):
+        serial = state.get("serial")
+        if serial in wanted and unit_id(origin, serial).hex == originator:
+            stored_of.setdefault(serial, []).append((version, state.get("index"), state.get("hash")))
     for serial in differing:
         expected = expected_of.get(serial, [])
-        stored = [(link.get("index"), link.get("hash")) for link in store.unit_links(serial)]
+        stored = [(index, hash_) for _, index, hash_ in sorted(stored_of.get(serial, []), key=lambda r: r[0])]
         at = next((e[0] for e, s in zip(expected, stored, strict=False) if e != s),
                   expected[min(len(expected), len(stored))][0] if len(expected) > len(stored)
                   else stored[len(expected)][0] if len(stored) > len(expected) else None)
         verifier.fail(UnitLinksInvalid(f"unit {serial}: stored chain links disagree with the log",
                                        at if isinstance(at, int) else None))
+
+
+def _stored_links(store: Store, verifier: Verifier | None) -> Iterator[tuple[object, int, dict[str, object]]]:
+    """Every stored unit link as (unit id, version, state), in row order; one that does not decode is
+    reported (when a `verifier` is given) and skipped."""
+    for low, high in parallel.id_ranges(store.event_id_bound(), 50_000):
+        for originator, version, blob in store.unit_link_rows(low, high):
+            state: object
+            try:
+                state = decode_state(blob)
+            except Exception:  # msgpack raises a handful of unrelated types for bad input
+                state = None
+            if not isinstance(state, dict):
+                if verifier is not None:
+                    verifier.fail(UnitLinksInvalid(f"a stored unit link (version {version}) does not decode"))
+                continue
+            yield originator, version, state
 
 
 def _expected_links(store: Store, serials: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:

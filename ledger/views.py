@@ -1,13 +1,15 @@
 """Materialised views: the fold's state kept as rows in the ledger's own database.
 
 Writers keep them: after each append they fold the new statements on top of the rows those
-statements touch and write the rows back with the new position, in one transaction that first moves
-the position from the value it read (tracking: a statement is never applied twice). Readers never
-write: they load the rows and fold, in memory, whatever the log holds beyond the position.
+statements touch and write the rows back with the new position, in one transaction that locks the
+position row and writes only if it still holds the position the writer folded from (tracking: a
+statement is never applied twice, even when another writer caught the views up in between). Readers
+never write: they load the rows and fold, in memory, whatever the log holds beyond the position.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -117,7 +119,8 @@ def load_full(store: Store) -> State:
                   for r in (unblob(x[0]) for x in store.query("SELECT row FROM custody_duty"))}
     state.findings = [Finding(code, serial, idx, detail) for idx, serial, code, detail in store.query(
         "SELECT idx, serial, code, detail FROM custody_findings ORDER BY idx")]
-    for kid, idx, at, serials in store.query("SELECT key_id, idx, at, serials FROM custody_signed ORDER BY idx"):
+    signed = store.query("SELECT key_id, idx, at, serials FROM custody_signed ORDER BY idx")
+    for kid, idx, at, serials in signed:
         state.signed.setdefault(kid, []).append((idx, at, tuple(unblob(serials))))
     return state
 
@@ -152,10 +155,8 @@ def catch_up(store: Store, now_us: int) -> None:
     state = load_partial(store, [s for _, s in tail])
     for index, statement in tail:
         fold.apply(state, index, statement)
-    try:
+    with contextlib.suppress(Conflict):  # a lost race is left to the winner
         save(store, state, tail, start)
-    except Conflict:
-        pass
 
 
 def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = None) -> State:

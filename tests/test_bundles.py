@@ -26,7 +26,7 @@ from commands.main import app
 from ledger import bundle as bundle_format
 from ledger import checkpoint, keys, merkle, transfer, views
 from ledger import verify as verification
-from ledger.aggregates import stored_checkpoint
+from ledger.aggregates import LOG_TOPICS, stored_checkpoint, stored_log_event, stored_unit_link
 from ledger.append import now_us
 from ledger.errors import LedgerError, NotALedger, StoreError
 from ledger.store import Store
@@ -393,6 +393,71 @@ def test_import_is_one_write_and_a_failed_write_leaves_nothing(ledger: Ledger,
     with Store(target, readonly=True) as store:
         assert store.size() == 10 and store.checkpoints() == []
     _no_store_at(fresh)
+
+
+def test_chunks_cut_only_between_statements() -> None:
+    now = datetime.now(UTC)
+    events = []
+    for index, units in enumerate([0, 2, 1, 7, 0]):
+        events.append(stored_log_event(ORIGIN, index, b"w", [], now))
+        events += [stored_unit_link(ORIGIN, f"S{index}-{u}", 1, index, bytes(32), 0, now)
+                   for u in range(units)]
+    events.append(stored_checkpoint(ORIGIN, 1, 5, "note", now))
+    chunks = transfer._chunks(events, 4)
+    assert [e for chunk in chunks for e in chunk] == events
+    assert [len(c) for c in chunks] == [4, 2, 8, 2]  # 1+2+1 | 2 | 8 (one statement, over the limit) | 1+cp
+    assert all(c[0].topic in LOG_TOPICS for c in chunks)
+    assert transfer._chunks(events, 1000) == [events]
+
+
+def test_a_large_import_commits_whole_statements_and_resumes(ledger: Ledger,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond MAX_EVENTS_PER_TRANSACTION: whole-statement transactions; a failure leaves a verified
+    prefix that the next import completes."""
+    ledger.full_flow(["G1", "G2"])
+    _sign_checkpoint(ledger, 16)
+    full = _export(ledger, "full.bundle")
+    monkeypatch.setattr(transfer, "MAX_EVENTS_PER_TRANSACTION", 5)
+    real_write = Store.write
+    writes: list[list[str]] = []
+
+    def spying_write(self: Store, events: Any) -> None:
+        writes.append([e.topic for e in events])
+        real_write(self, events)
+
+    monkeypatch.setattr(Store, "write", spying_write)
+    fresh = _fresh_target(ledger, "fresh")
+    transfer.import_bundle(fresh, full)
+    assert len(writes) > 3 and all(topics[0] in LOG_TOPICS for topics in writes)
+    assert all(len(topics) <= 5 for topics in writes)
+    with_notes = [i for i, topics in enumerate(writes) if any("Checkpoints" in t for t in topics)]
+    assert with_notes == [len(writes) - 1]
+    assert _export(ledger, "fresh.bundle", db=fresh).read_bytes() == full.read_bytes()
+
+    target = _fresh_target(ledger, "resumed")
+    transfer.import_bundle(target, _export(ledger, "p.bundle", "--upto", "9"))
+    calls = 0
+
+    def failing_second_write(self: Store, events: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreError("the connection was lost")
+        real_write(self, events)
+
+    monkeypatch.setattr(Store, "write", failing_second_write)
+    result = _cli(ledger.runner, "--db", target, "import", str(full))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "were imported before the failure" in result.stderr and "run the import again" in result.stderr
+    monkeypatch.setattr(Store, "write", real_write)
+    assert 10 < _size(target) < 16
+    with Store(target, readonly=True) as store:
+        assert store.checkpoints() == []
+    _, report = _verify_json(ledger.runner, "--db", target)  # the prefix is a valid ledger
+    assert report["intact"], report["failures"]
+    again = _cli(ledger.runner, "--db", target, "import", str(full))
+    assert again.exit_code == 0, again.stderr
+    assert _export(ledger, "resumed.bundle", db=target).read_bytes() == full.read_bytes()
 
 
 def test_the_bundle_may_not_change_between_verify_and_import(ledger: Ledger) -> None:

@@ -31,7 +31,8 @@ RECEIVED = ("--site", "Hangzhou")
 ALLOW = "--allow-violation"
 
 
-def duty(serials: list[str], entry: str, *, value_per_unit: int = 20_000, rate: float = 0.25) -> tuple[str, ...]:
+def duty(serials: list[str], entry: str, *, value_per_unit: int = 20_000,
+         rate: float = 0.25) -> tuple[str, ...]:
     value = value_per_unit * len(serials)
     return ("--entry", entry, "--entered-value", f"{value}.00", "--duty", f"{value * rate:.2f}")
 
@@ -364,7 +365,8 @@ def test_precheck_refuses_listing_findings_and_serials(book: Ledger) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     assert "SKIPPED_INSPECTION" in result.stderr and all(s in result.stderr for s in serials)
     assert log_size(book) == size  # nothing written
-    assert [s["kind"] for s in json.loads(book.cli("history", "PC1", "--json").stdout)["steps"]][-1] == "duty_paid"
+    steps = json.loads(book.cli("history", "PC1", "--json").stdout)["steps"]
+    assert steps[-1]["kind"] == "duty_paid"
 
 
 def test_precheck_allow_violation_records_all(book: Ledger) -> None:
@@ -406,8 +408,8 @@ def test_skip_violating_with_nothing_clean_refuses(book: Ledger) -> None:
 
 def test_precheck_cap_counts_within_one_statement(book: Ledger) -> None:
     """--skip-violating against a cap keeps the units within it, in the statement's order."""
-    book.cli("customer", "approve", "moonshot", "--cap", "2", "--license", "L", "--key", book.key("authority"),
-             ok=True)
+    book.cli("customer", "approve", "moonshot", "--cap", "2", "--license", "L", "--key",
+             book.key("authority"), ok=True)
     serials = ["PK1", "PK2", "PK3"]
     to_received(book, serials, skip="re-exported")
     result = book.record("re-exported", "nvidia", serials, "--consignee", "moonshot", "--license", "L",
@@ -466,7 +468,8 @@ def test_cap_counts_distinct_units_per_customer(lib: Book) -> None:
         lib.admin("customer_approved", {"id": customer, "cap": 1, "license": "L"})
     _through_duty(lib, ["D1"])
     for consignee in ("alibaba", "bytedance", "alibaba"):
-        lib.step("nvidia", "re_exported", ["D1"], {"consignee": consignee, "license": "L", "destination": "CN"})
+        lib.step("nvidia", "re_exported", ["D1"], {"consignee": consignee, "license": "L",
+                                                   "destination": "CN"})
     state = lib.state()
     assert (state.customers["alibaba"].consigned, state.customers["bytedance"].consigned) == (1, 1)
     assert {f.code for f in state.findings} == {"OUT_OF_ORDER"}
@@ -478,9 +481,10 @@ def test_second_revocation_with_earlier_effect_flags_the_rest_once(lib: Book) ->
     lib.step("tsmc", "fabricated", ["R1", "R2"], {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"})
     first = lib.step("extra", "shipped_to_us", ["R1"], {"port_of_entry": "LAX", "waybill": "W"})
     second = lib.step("extra", "shipped_to_us", ["R2"], {"port_of_entry": "LAX", "waybill": "W"})
-    lib.admin("key_revoked", {"key": lib.keys["extra"].public, "effective": second.statement.at, "reason": ""})
+    extra = lib.keys["extra"].public
+    lib.admin("key_revoked", {"key": extra, "effective": second.statement.at, "reason": ""})
     assert [(f.serial, f.index) for f in lib.state().findings] == [("R2", second.index)]
-    lib.admin("key_revoked", {"key": lib.keys["extra"].public, "effective": first.statement.at, "reason": ""})
+    lib.admin("key_revoked", {"key": extra, "effective": first.statement.at, "reason": ""})
     found = sorted((f.serial, f.index) for f in lib.state().findings if f.code == "SIGNED_AFTER_REVOCATION")
     assert found == [("R1", first.index), ("R2", second.index)]
 
@@ -517,7 +521,8 @@ def test_fold_is_deterministic_and_views_agree(lib: Book) -> None:
     """Folding the stored log from scratch gives exactly the views' state."""
     lib.admin("customer_approved", {"id": "alibaba", "cap": 1, "license": "L"})
     _through_duty(lib, ["F1", "F2"])
-    lib.step("nvidia", "re_exported", ["F1", "F2"], {"consignee": "alibaba", "license": "L", "destination": "CN"})
+    lib.step("nvidia", "re_exported", ["F1", "F2"], {"consignee": "alibaba", "license": "L",
+                                                     "destination": "CN"})
     again = fold.fold((e.index, decode(e.wire)) for e in lib.store.log(0))
     stored = views.load_full(lib.store)
     assert again.units == stored.units and again.customers == stored.customers and again.duty == stored.duty

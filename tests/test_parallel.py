@@ -13,7 +13,7 @@ import io
 import json
 import random
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,8 @@ def build(url: str, groups: int = 4, per_group: int = 3, late_participant: bool 
         add("authority", "customer_approved", {"id": "alibaba", "cap": 5, "license": "LIC-1"})
         for g in range(groups):
             if late_participant and g == groups // 2:
-                add("authority", "participant_registered",
-                    {"id": "late", "name": "late", "country": "US", "roles": ["carrier"], "key": ks["late"].public})
+                add("authority", "participant_registered", {"id": "late", "name": "late", "country": "US",
+                                                             "roles": ["carrier"], "key": ks["late"].public})
             serials = [f"U{g:03d}-{i}" for i in range(per_group)]
             carrier = "late" if late_participant and g >= groups // 2 else "kerry"
             value = 2_000_000 * per_group
@@ -88,7 +88,8 @@ def build(url: str, groups: int = 4, per_group: int = 3, late_participant: bool 
             add("uslab", "inspected", {"result": "pass", "site": "Lab", "country": "US", "report": f"R{g}"},
                 serials)
             add("cbp", "duty_paid", {"entry": f"E{g}", "entered_value": value, "duty": value // 4}, serials)
-            add("nvidia", "re_exported", {"consignee": "alibaba", "license": "LIC", "destination": "CN"}, serials)
+            add("nvidia", "re_exported", {"consignee": "alibaba", "license": "LIC", "destination": "CN"},
+                serials)
             add("alibaba", "received", {"site": "Hangzhou"}, serials)
         batch.commit()
         wires = [event.wire for event in store.log(0)]
@@ -137,7 +138,8 @@ class Table:
         self.set_state(row, _TRANSCODER.encode({**_TRANSCODER.decode(row[2]), **changes}))
 
     def delete(self, row: tuple[Any, int, bytes]) -> None:
-        self.sql("DELETE FROM stored_events WHERE originator_id = ? AND originator_version = ?", [row[0], row[1]])
+        self.sql("DELETE FROM stored_events WHERE originator_id = ? AND originator_version = ?",
+                 [row[0], row[1]])
 
     def insert(self, originator: Any, version: int, topic: str, state: bytes) -> None:
         self.sql("INSERT INTO stored_events (originator_id, originator_version, topic, state) "
@@ -219,20 +221,19 @@ def _flip_body(table: Table, built: Built) -> None:
     table.edit(row, wire=_flip(built.wires[25], len(built.wires[25]) // 2))
 
 
-def _forge_late_carrier(table: Table, built: Built) -> None:
-    """A statement by the late carrier's key, signed by the rogue key: the worker knows the late key."""
+def _forged_by_rogue(table: Table, built: Built) -> None:
+    """A well-formed statement signed by a key nobody registered."""
     row = table.log()[-5]
     statement = append.sign_statement(built.keys["rogue"], origin=ORIGIN, kind="shipped_to_us", at=T0,
-                                      units=[("U003-0", bytes(32))], data={"port_of_entry": "X", "waybill": "Y"})
+                                      units=[("U003-0", bytes(32))],
+                                      data={"port_of_entry": "X", "waybill": "Y"})
     table.edit(row, wire=statement.wire)
 
 
-def _signer_swapped(table: Table, built: Built) -> None:
-    """The late carrier's statement re-signed by kerry: a valid signature by a registered key, wrong role
-    order? No: kerry is a carrier too, but the chain no longer matches what was hashed into the links."""
-    index = next(i for i, w in enumerate(built.wires) if b"late" not in w and i > 30)
-    row = table.log()[index]
-    table.edit(row, wire=built.wires[index - 1])
+def _replayed(table: Table, built: Built) -> None:
+    """A statement replaced by the one before it: validly signed, but its units' heads have moved on."""
+    index = 31
+    table.edit(table.log()[index], wire=built.wires[index - 1])
 
 
 def _delete_log_row(table: Table, built: Built) -> None:
@@ -279,8 +280,8 @@ def _undecodable_link(table: Table, built: Built) -> None:
 PROBES: dict[str, tuple[Probe, str]] = {
     "flipped signature": (_flip_signature, "signature"),
     "flipped body byte": (_flip_body, "encoding"),
-    "forged by a rogue key": (_forge_late_carrier, "signer"),
-    "statement replaced by its predecessor": (_signer_swapped, "chain"),
+    "forged by a rogue key": (_forged_by_rogue, "signer"),
+    "statement replaced by its predecessor": (_replayed, "chain"),
     "log row deleted": (_delete_log_row, "log_index"),
     "undecodable log event": (_undecodable_log_event, "encoding"),
     "unit link deleted": (_delete_link, "unit_links"),
@@ -297,25 +298,9 @@ def test_tampered_ledger_fails_identically(built: Built, name: str) -> None:
     probe, check = PROBES[name]
     with Table(built.url) as table:
         probe(table, built)
-    if name == "undecodable unit link":
-        return _undecodable_link_checked(built.url)
     report = same_either_way(built.url)
     assert not report.intact, name
     assert check in {f.check for f in report.failures}, (name, report.failures)
-
-
-def _undecodable_link_checked(url: str) -> None:
-    """A unit link that is not msgpack at all: the exact comparison cannot read it either; whatever it
-    reports (an error or a failure), workers or not, it is the same, and the ledger is not intact."""
-    outcomes = []
-    for workers in (1, 2):
-        try:
-            outcomes.append(("report", _summary(verify_url(url, workers))))
-        except Exception as e:  # the exact path reads links through the store's own decoder
-            outcomes.append(("error", type(e).__name__))
-    assert outcomes[0] == outcomes[1]
-    if outcomes[0][0] == "report":
-        assert not outcomes[0][1]["intact"]
 
 
 def test_sampled_byte_flips_in_stored_statements(built: Built) -> None:
@@ -361,7 +346,7 @@ def test_truncated_bundle_reports_the_statements_before_the_cut(tmp_path: Path) 
 # --- the fast paths on their own -------------------------------------------------------------------------
 
 
-def test_signature_is_verified_again_unless_a_worker_verified_it_under_the_registered_key(tmp_path: Path) -> None:
+def test_signature_verified_again_unless_a_worker_verified_it_under_the_signers_key(tmp_path: Path) -> None:
     built = build(str(tmp_path / "custody.db"), groups=1, late_participant=False)
     index = 12
     good = built.wires[index]
@@ -498,7 +483,3 @@ def test_cli_tampered_database_fails_with_any_workers(sqlite_ledger: Ledger) -> 
         assert [f["check"] for f in document["failures"]] == ["unit_links"]
         outcomes.append(document)
     assert outcomes[0] == outcomes[1]
-
-
-def _unused(*_: Iterator[Any]) -> None:  # pragma: no cover
-    return None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,10 @@ from ledger.policy import DEFAULT_POLICY_TEXT, parse_policy
 from ledger.state import State
 from ledger.store import Store
 from tests.conftest import ORIGIN, PARTICIPANTS, Ledger
-from tests.test_compliance import build_ledger
-from tests.test_compliance import fast_cli  # noqa: F401 - the fixture, used by every CLI test here
+from tests.test_compliance import (
+    build_ledger,
+    fast_cli,  # noqa: F401 - the fixture, used by every CLI test here
+)
 
 BASE_AT = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 MINUTE = 60_000_000
@@ -67,7 +69,8 @@ step_ops = st.tuples(st.just("step"), st.sampled_from(sorted(STEP_VARIANTS)),
                      st.lists(st.sampled_from(SERIALS), min_size=1, max_size=3, unique=True),
                      st.integers(0, 2))
 admin_ops = st.one_of(
-    st.tuples(st.just("approve"), st.sampled_from(["alibaba", "bytedance"]), st.integers(0, 2), st.booleans()),
+    st.tuples(st.just("approve"), st.sampled_from(["alibaba", "bytedance"]), st.integers(0, 2),
+              st.booleans()),
     st.tuples(st.just("suspend"), st.sampled_from(["alibaba", "bytedance"]), st.just(0), st.just(False)),
     st.tuples(st.just("policy"), st.sampled_from([STRICT, LENIENT, DEFAULT_POLICY_TEXT]), st.just(0),
               st.just(False)),
@@ -87,7 +90,8 @@ class Scenario:
                                   operator=self.key["operator"].public, policy_text=DEFAULT_POLICY_TEXT,
                                   at=self.at)
         self._snap(done)
-        roles = {**{name: role for name, (_, role, _) in PARTICIPANTS.items()}, "smic": "fab", "dhl": "carrier"}
+        roles = {name: role for name, (_, role, _) in PARTICIPANTS.items()}
+        roles.update(smic="fab", dhl="carrier")
         for name, role in roles.items():
             self.admin("participant_registered", {"id": name, "name": name, "country": "US", "roles": [role],
                                                   "key": self.key[name].public})
@@ -125,8 +129,8 @@ class Scenario:
             elif op[0] == "policy":
                 self.admin("policy_issued", {"policy": op[1]})
             else:
-                self.admin("key_revoked", {"key": self.key["dhl"].public, "effective": self.at - op[2] * MINUTE,
-                                           "reason": ""})
+                revoked = {"key": self.key["dhl"].public, "effective": self.at - op[2] * MINUTE, "reason": ""}
+                self.admin("key_revoked", revoked)
         except LedgerError:
             pass  # a hard rule refused it (no chain, a revoked key…): nothing was written
 
@@ -297,8 +301,9 @@ def test_rebuild_gives_identical_view_rows(ledger: Ledger) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared_sqlite(tmp_path_factory: pytest.TempPathFactory, fast_cli: None) -> Ledger:
+def shared_sqlite(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Ledger:
     """One SQLite ledger for the tests that must change nothing."""
+    request.getfixturevalue("fast_cli")
     directory = tmp_path_factory.mktemp("replay-bad-input")
     return build_ledger(directory, str(directory / "custody.db"))
 
@@ -347,5 +352,36 @@ def test_rebuild_needs_a_writable_store(shared_sqlite: Ledger) -> None:
     try:
         with pytest.raises(LedgerError):
             views.rebuild(store, append.now_us())
+    finally:
+        store.close()
+
+
+def test_views_never_apply_a_statement_twice(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer whose statements another writer folded into the views first writes no rows again."""
+    store = Store(db_url, create=True)
+    key = {name: keys.generate() for name in SIGNERS}
+    try:
+        append.open_ledger(store, key["authority"], origin=ORIGIN, co_authorities=(),
+                           operator=key["operator"].public, policy_text=DEFAULT_POLICY_TEXT, at=BASE_AT)
+        append.record(store, key["authority"], "participant_registered",
+                      {"id": "tsmc", "name": "tsmc", "country": "TW", "roles": ["fab"],
+                       "key": key["tsmc"].public},
+                      at=BASE_AT + MINUTE)
+        real_save = views.save
+
+        def late_save(*args: Any) -> None:
+            monkeypatch.setattr(views, "save", real_save)
+            views.catch_up(store, append.now_us())  # another writer gets there first
+            real_save(*args)
+
+        monkeypatch.setattr(views, "save", late_save)
+        append.record(store, key["tsmc"], "fabricated", {"model": "B200-SXM6-192GB", "site": "F", "lot": "L"},
+                      ["V1", "V2"], at=BASE_AT + 2 * MINUTE, mode="allow")
+        rows = store.query("SELECT idx, serial, code FROM custody_findings")
+        assert sorted(rows) == [(2, "V1", "PROHIBITED_MODEL"), (2, "V2", "PROHIBITED_MODEL")]
+        assert len(store.query("SELECT idx FROM custody_signed")) == 3
+        assert views.position(store) == 3
+        replayed = replaying.replay(store, now_us=append.now_us()).state
+        assert snapshot(views.load_full(store)) == snapshot(replayed)
     finally:
         store.close()

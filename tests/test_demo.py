@@ -1,0 +1,104 @@
+"""`custody demo`: keys, a ledger, N units through six steps with injected violations; verified; exit 0."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from commands.main import app
+from ledger import demo
+from tests.test_compliance import fast_cli  # noqa: F401 - the fixture, used by every CLI test here
+
+NOW = 1_780_000_000_000_000  # 2026-05-28
+
+
+def test_demo_runs_verifies_and_reports_each_injected_code(tmp_path: Path, runner: CliRunner) -> None:
+    directory = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--units", "40", "--dir", str(directory)])
+    assert result.exit_code == 0, result.stderr
+    assert str(directory / "custody.db") in result.stdout and "injected violations:" in result.stdout
+    assert "compliance report as of" in result.stdout
+    for name in demo.KEY_NAMES:
+        private = directory / "keys" / name
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+        assert (directory / "keys" / f"{name}.pub").read_text().startswith("ssh-ed25519 ")
+    db = str(directory / "custody.db")
+    verified = runner.invoke(app, ["--db", db, "verify", "--json", "--trust", str(directory / "keys" /
+                                                                                 "authority.pub")])
+    assert verified.exit_code == 3, verified.stderr  # intact, not compliant
+    report = json.loads(verified.stdout)
+    assert report["intact"] is True and report["failures"] == []
+    if (directory / "checkpoint.txt").exists():
+        assert "checkpoint_root" in report["checks"]
+    compliance = json.loads(runner.invoke(app, ["--db", db, "report", "compliance", "--json"]).stdout)
+    assert set(compliance["counts"]) == set(demo.INJECTED)  # each injected code, and nothing else
+    assert compliance["counts"]["DIVERSION"] == 2 and compliance["counts"]["CAP_EXCEEDED"] == 3
+    units = json.loads(runner.invoke(app, ["--db", db, "report", "units", "--json"]).stdout)
+    assert units["total"] == 40 and units["steps"]["received"] == 40 and units["overdue"] == []
+    duty = json.loads(runner.invoke(app, ["--db", db, "report", "duty", "--json"]).stdout)
+    assert duty["total"]["units"] == 40 and duty["total"]["shortfall_cents"] > 0
+
+
+def test_demo_plan_is_realistic() -> None:
+    plan = demo.plan(2_500, NOW)
+    assert plan.units == 2_500 and plan.total == 1 + len(demo.PARTICIPANTS) + 2 + len(plan.steps)
+    ats = [s.at for s in plan.steps]
+    assert ats == sorted(ats) and plan.admin_at < ats[0] and ats[-1] < NOW  # increasing, all in the past
+    assert NOW - plan.admin_at < 70 * demo.DAY  # recent weeks
+    fabricated = [s for s in plan.steps if s.kind == "fabricated"]
+    assert max(len(s.serials) for s in fabricated) == demo.BOARD
+    assert sum(len(s.serials) for s in fabricated) == 2_500
+    shipped = [s for s in plan.steps if s.kind == "shipped_to_us"]
+    assert max(len(s.serials) for s in shipped) <= demo.MAX_SHIPMENT and len(shipped) >= 3
+    assert {v.code for v in plan.injected} == set(demo.INJECTED)
+    by_code = {v.code: v for v in plan.injected}
+    assert len(by_code["PROHIBITED_MODEL"].serials) == demo.BOARD  # one board of Blackwell parts
+    assert len(by_code["SKIPPED_INSPECTION"].serials) == demo.BOARD
+    assert len({s for v in plan.injected for s in v.serials}) == sum(len(v.serials) for v in plan.injected)
+    assert plan.steps == demo.plan(2_500, NOW).steps  # the same plan every time
+
+
+def test_demo_scales_violations_down_for_few_units() -> None:
+    assert demo.plan(1, NOW).injected == []
+    assert [v.code for v in demo.plan(3, NOW).injected] == ["PROHIBITED_MODEL", "SKIPPED_INSPECTION"]
+    small = demo.plan(6, NOW)
+    assert {v.code for v in small.injected} == set(demo.INJECTED)
+    assert all(len(v.serials) == 1 for v in small.injected)
+
+
+def test_demo_with_one_unit_is_clean(tmp_path: Path, runner: CliRunner) -> None:
+    result = runner.invoke(app, ["demo", "--units", "1", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert "no findings: compliant" in result.stdout and "too few units" in result.stdout
+    verified = runner.invoke(app, ["--db", str(tmp_path / "custody.db"), "verify", "--json"])
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["log_size"] == 1 + 7 + 2 + 6
+
+
+def test_demo_bad_input_is_exit_2_and_writes_nothing(tmp_path: Path, runner: CliRunner) -> None:
+    for units in ("0", "-3", "many"):
+        result = runner.invoke(app, ["demo", "--units", units, "--dir", str(tmp_path / "x")])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "custody.db").write_bytes(b"precious")
+    result = runner.invoke(app, ["demo", "--units", "2", "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    assert (tmp_path / "custody.db").read_bytes() == b"precious" and not (tmp_path / "keys").exists()
+
+
+def test_demo_default_folder_is_fresh(tmp_path: Path) -> None:
+    """A real process, default folder: a fresh temporary directory each time."""
+    env = {"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-c", "from commands.main import run; run()", "demo", "--units", "2"]
+    runs = [subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1],
+                           timeout=120) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        assert run.stderr == ""  # no progress bar when piped
+    folders = sorted(p for p in tmp_path.iterdir() if p.name.startswith("custody-demo-"))
+    assert len(folders) == 2 and all((f / "custody.db").exists() for f in folders)
