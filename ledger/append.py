@@ -249,8 +249,9 @@ def _commit(store: Store, batch: Batch, statement: Statement) -> None:
         try:
             landed = any(event.wire == statement.wire for event in store.log(index, index + 1))
         except StoreError as lost:
+            first = e if isinstance(e, StoreError) else lost
             where = f" (check with `custody history {statement.serials[0]}`)" if statement.serials else ""
-            raise StoreError(f"{lost.detail}; statement {statement.hash.hex()} may or may not have been "
+            raise StoreError(f"{first.detail}; statement {statement.hash.hex()} may or may not have been "
                              f"recorded{where}") from e
         if not landed:
             raise

@@ -31,14 +31,23 @@ def _check(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, int | str | bytes):
         return obj
     if isinstance(obj, list | tuple):
-        if depth < MAX_DEPTH:  # items of exactly int, str or bytes need no call: units are 1,000s of pairs
-            return [item if type(item) in _PLAIN else _check(item, depth + 1) for item in obj]
+        if depth < MAX_DEPTH - 1:  # plain items and pairs of them (the units' [serial, prev]) need no call
+            return [item if type(item) in _PLAIN or (type(item) is list and len(item) == 2 and type(item[0])
+                                                     in _PLAIN and type(item[1]) in _PLAIN)
+                    else _check(item, depth + 1) for item in obj]
         return [_check(item, depth + 1) for item in obj]
     if isinstance(obj, dict):
+        plain = True
         for key in obj:
             if not isinstance(key, str):
                 raise EncodingInvalid("map keys must be text")
-        return {key: _check(obj[key], depth + 1) for key in sorted(obj, key=lambda k: k.encode("utf-8"))}
+            plain = plain and type(key) is str
+        # for exact str keys, code point order is UTF-8 byte order (RFC 3629 §1)
+        keys = sorted(obj) if plain else sorted(obj, key=lambda k: k.encode("utf-8"))
+        if depth < MAX_DEPTH:
+            return {key: value if type(value := obj[key]) in _PLAIN else _check(value, depth + 1)
+                    for key in keys}
+        return {key: _check(obj[key], depth + 1) for key in keys}
     raise EncodingInvalid(f"{type(obj).__name__} is not allowed in canonical msgpack")
 
 

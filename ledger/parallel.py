@@ -31,13 +31,15 @@ import pickle
 import secrets
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import msgpack
 
-from ledger import merkle
+from ledger import merkle, rules
 from ledger.errors import IntegrityError, SignatureInvalid
+from ledger.state import State
 from ledger.statement import Statement, decode, key_id, verify_signature
 from ledger.store import Store
 
@@ -77,13 +79,59 @@ def signature_done(public: bytes | None, verified: bytes | None, index: int) -> 
     return verified is not None and public is not None and index > 0 and public == verified
 
 
+def check(state: State, statement: Statement, index: int, now_us: int, verified: bytes | None, *,
+          trusted: Collection[bytes] | None = None) -> None:
+    """`rules.check`, minus the one signature verification a worker has already done (`signature_done`)."""
+    info = state.keys.get(statement.signer)
+    done = signature_done(info.public if info is not None else None, verified, index)
+    rules.check(state, statement, index, now_us, trusted=trusted, check_signature=not done)
+
+
+def state_keys(state: State) -> Callable[[], dict[str, bytes]]:
+    """The keys `state` holds, asked for as each chunk goes out: workers verify signatures under them."""
+    return lambda: {kid: info.public for kid, info in state.keys.items()}
+
+
+def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
+    """The stored log events in version order, in chunks: (first position, states, versions)."""
+    start = 0
+    states: list[bytes] = []
+    versions: list[int] = []
+    size = 0
+    for version, state in store.log_states(0):
+        states.append(state)
+        versions.append(version)
+        size += len(state)
+        if len(states) >= CHUNK_STATEMENTS or size >= CHUNK_BYTES:
+            yield start, states, versions
+            start += len(states)
+            states, versions, size = [], [], 0
+    if states:
+        yield start, states, versions
+
+
+def decoded_log(store: Store, state: State, workers: int | None = None) -> Iterator[tuple[int, Item]]:
+    """(stored version, item) of every stored log event, in order, decoded in worker processes.
+
+    For a caller that folds the whole log into `state` (replay): workers verify signatures under the keys
+    `state` holds when each chunk goes out; `check` then skips exactly those.
+    """
+    with Pipeline(worker_count(workers, store.size()), store.url) as pipe:
+        for versions, items, _ in pipe.decode(store_chunks(store), stored=True, keys=state_keys(state)):
+            yield from zip(versions, items, strict=True)
+
+
 # --- the work of one chunk (in a worker, or in the caller with one worker) ----------------------------
+
+
+def _no_ext(code: int, data: bytes) -> None:
+    return None  # the event's timestamp: the statement is what counts
 
 
 def _stored_wire(state: bytes) -> bytes | None:
     """The statement a stored log event carries, or None if the event does not decode."""
     try:
-        decoded = msgpack.unpackb(state, raw=False, strict_map_key=False)
+        decoded = msgpack.unpackb(state, raw=False, strict_map_key=False, ext_hook=_no_ext)
     except Exception:  # msgpack raises a handful of unrelated types for bad input
         return None
     wire = decoded.get("wire") if isinstance(decoded, dict) else None
@@ -174,10 +222,6 @@ def unit_hex(origin: str, serial: str) -> str:
     return digest.hex()
 
 
-def _no_ext(code: int, data: bytes) -> None:
-    return None  # the event's timestamp: not part of a link
-
-
 def scan_links(store: Store, origin: str, low: int | None, high: int | None,
                link_key: bytes) -> tuple[int, int, bool]:
     """The stored unit links with row ids in [low, high): (their multiset hash, how many, anomaly).
@@ -228,15 +272,27 @@ def _init_worker(url: str | None) -> None:
     _worker_known.clear()
 
 
+_FIELDS = tuple(f.name for f in fields(Statement))
+
+
 def _decode_task(start: int, blobs: Sequence[bytes], stored: bool, known: dict[str, bytes]) -> bytes:
-    """A chunk decoded in a worker, pickled without a memo: nothing in it is shared, and a memo entry
-    per unit would cost more than the unit itself."""
+    """A chunk decoded in a worker, as plain tuples pickled without a memo: nothing in it is shared, a
+    memo entry per unit would cost more than the unit, and a class reference per statement more still."""
     _worker_known.update(known)
+    items, leaves = decode_chunk(start, blobs, stored, _worker_known)
+    plain = [(index, None if statement is None else tuple(getattr(statement, f) for f in _FIELDS),
+              failure, verified) for index, statement, failure, verified in items]
     out = io.BytesIO()
     pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
     pickler.fast = True  # no memo (the result holds no cycles)
-    pickler.dump(decode_chunk(start, blobs, stored, _worker_known))
+    pickler.dump((plain, leaves))
     return out.getvalue()
+
+
+def _from_worker(result: bytes) -> tuple[list[Item], bytes]:
+    plain, leaves = pickle.loads(result)
+    return [(index, None if values is None else Statement(*values), failure, verified)
+            for index, values, failure, verified in plain], leaves
 
 
 def _links_task(origin: str, low: int | None, high: int | None, link_key: bytes) -> tuple[int, int, bool]:
@@ -335,7 +391,7 @@ class Pipeline:
                 break
             meta, task = pending.popleft()
             result = task.get()
-            items, leaves = pickle.loads(result) if isinstance(result, bytes) else result
+            items, leaves = _from_worker(result) if isinstance(result, bytes) else result
             yield meta, items, leaves
         if error is not None:
             raise error

@@ -144,12 +144,15 @@ def redact(url: str) -> str:
         return url
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
+        has_password = parts.password is not None
     except ValueError:
         return url.split("@", 1)[-1] if "@" in url else url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+    if has_password:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}")
+    query = "&".join("password=***" if item.split("=", 1)[0] == "password" else item
+                     for item in parts.query.split("&"))
+    return urlunsplit(parts._replace(query=query))
 
 
 def lock_timeout() -> int:
@@ -224,15 +227,16 @@ def _postgres_recorder_class() -> type[Any]:
 
         @functools.wraps(inner)
         def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            self.reachable()
             for attempt in range(1, _PG_ATTEMPTS + 1):
                 try:
                     return inner(self, *args, **kwargs)
                 except (es.OperationalError, es.InterfaceError) as e:
                     if isinstance(e.__cause__, psycopg.errors.LockNotAvailable) or attempt == _PG_ATTEMPTS:
                         raise
-                    reason = self.probe()
-                    if reason is not None:
-                        raise _ConnectionLost(reason) from e
+                    self.lost = self.probe()
+                    if self.lost is not None:
+                        raise _ConnectionLost(self.lost) from e
                     time.sleep(0.1 * attempt)
             raise AssertionError("unreachable")
 
@@ -265,6 +269,16 @@ def _postgres_recorder_class() -> type[Any]:
 
         def _notify_channel(self, curs: Any) -> None:
             pass  # done with the lock, above
+
+        lost: str | None = None  # libpq's reason, once the server was found gone
+
+        def reachable(self) -> None:
+            """Once the server was found gone, ask it directly before each use: the pool would wait for
+            a connection for its whole timeout before saying anything."""
+            if self.lost is not None:
+                self.lost = self.probe()
+                if self.lost is not None:
+                    raise _ConnectionLost(self.lost)
 
         def probe(self) -> str | None:
             """None if a fresh connection succeeds, else libpq's reason."""
@@ -402,9 +416,9 @@ class Store:
             return StoreError(f"{where} is locked by another writer (waited {self.lock_timeout} s; "
                               f"{LOCK_TIMEOUT_ENV} sets how long); try again")
         if isinstance(e, _ConnectionLost):
-            return StoreError(f"lost the connection to {where} ({doing}): {e}")
+            return StoreError(f"lost the connection to {where}: {e}")
         if self.postgres and isinstance(e, es.OperationalError | es.InterfaceError):
-            return StoreError(f"lost the connection to {where} ({doing}): {_first_line(e)}")
+            return StoreError(f"lost the connection to {where}: {_first_line(e)}")
         return StoreError(f"cannot {doing} {where}: {_first_line(e)}")
 
     # --- events ------------------------------------------------------------------------------------
@@ -561,6 +575,8 @@ class Store:
         if self.readonly:
             raise StoreError("this store is open read-only")
         try:
+            if self.postgres:
+                self.recorder.reachable()
             with self._datastore.transaction(commit=True) as cursor:
                 yield _Cursor(cursor, self)
         except es.IntegrityError as e:
@@ -576,17 +592,21 @@ class Store:
         """Rows of a read on the views tables; an absent table reads as no rows."""
         for attempt in (1, 2):
             try:
+                if self.postgres:
+                    self.recorder.reachable()
                 return self._read(self._sql(statement), tuple(params))
             except Exception as e:
                 if "no such table" in str(e) or "does not exist" in str(e):
                     return []
                 if not (_is_driver_error(e) or isinstance(e, es.PersistenceError)):
                     raise
-                if attempt == 1 and self.postgres and isinstance(e, es.OperationalError | es.InterfaceError):
-                    reason = self.recorder.probe()  # a pooled connection the server dropped: try a new one
-                    if reason is None:
+                if (attempt == 1 and self.postgres and not isinstance(e, _ConnectionLost)
+                        and isinstance(e, es.OperationalError | es.InterfaceError)):
+                    # a pooled connection the server dropped: try a new one, unless the server is gone
+                    self.recorder.lost = self.recorder.probe()
+                    if self.recorder.lost is None:
                         continue
-                    raise self._error("read views from", _ConnectionLost(reason)) from e
+                    raise self._error("read views from", _ConnectionLost(self.recorder.lost)) from e
                 raise self._error("read views from", e) from e
         raise AssertionError("unreachable")
 

@@ -142,7 +142,7 @@ class Verifier:
 
     def known_keys(self) -> dict[str, bytes]:
         """The keys the state holds: a worker verifies signatures under them ahead of the fold."""
-        return {kid: info.public for kid, info in self.state.keys.items()}
+        return parallel.state_keys(self.state)()
 
     def chunk(self, items: Sequence[parallel.Item], leaves: bytes) -> None:
         self.leaves.data += leaves
@@ -161,11 +161,8 @@ class Verifier:
             self.fail(Failure(*failure))
             return
         state = self.state
-        info = state.keys.get(statement.signer)
-        done = parallel.signature_done(info.public if info is not None else None, verified, index)
         try:
-            rules.check(state, statement, index, self.options.now, trusted=self.options.trusted,
-                        check_signature=not done)
+            parallel.check(state, statement, index, self.options.now, verified, trusted=self.options.trusted)
         except IntegrityError as e:
             self.fail(e.at_index(index))
             if e.check != "genesis_trust" or index != 0 or self.options.trusted is None:
@@ -334,7 +331,7 @@ def verify_store(store: Store, options: Options) -> Report:
     with parallel.Pipeline(parallel.worker_count(options.workers, store.size()), store.url) as pipe:
         if store.origin is not None:
             pipe.start_links(store, store.origin, verifier.links.key)
-        chunks = _store_chunks(store)
+        chunks = parallel.store_chunks(store)
         for versions, items, leaves in pipe.decode(chunks, stored=True, keys=verifier.known_keys):
             verifier.leaves.data += leaves
             for version, item in zip(versions, items, strict=True):
@@ -356,24 +353,6 @@ def verify_store(store: Store, options: Options) -> Report:
     _trust_warning(verifier, options)
     _uncovered_warning(verifier, [size for _, size, _ in stored])
     return verifier.report(_checks(options, True, bool(stored)))
-
-
-def _store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
-    """The stored log events in version order, cut into chunks: (first position, states, versions)."""
-    start = 0
-    states: list[bytes] = []
-    versions: list[int] = []
-    size = 0
-    for version, state in store.log_states(0):
-        states.append(state)
-        versions.append(version)
-        size += len(state)
-        if len(states) >= parallel.CHUNK_STATEMENTS or size >= parallel.CHUNK_BYTES:
-            yield start, states, versions
-            start += len(states)
-            states, versions, size = [], [], 0
-    if states:
-        yield start, states, versions
 
 
 def _log_links(store: Store) -> dict[str, tuple[int, bytes]]:

@@ -52,9 +52,39 @@ def one_line(result: Any, status: int, *words: str) -> str:
     return lines[0]
 
 
+@pytest.fixture(scope="module")
+def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite ledger made through the CLI (the conftest participants, U1 fabricated), copied per test."""
+    from typer.testing import CliRunner
+
+    from tests.conftest import PARTICIPANTS, make_keys
+
+    root = tmp_path_factory.mktemp("template")
+    make_keys(root / "keys", ["authority", "operator", "rogue", *PARTICIPANTS])
+    book = Ledger(root, str(root / "custody.db"), CliRunner())
+    book.cli("init", "--origin", "custody.test/bad-input", "--authority", book.key("authority"), "--operator",
+             book.pub("operator"), ok=True)
+    for name, (pid, role, country) in PARTICIPANTS.items():
+        book.cli("participant", "add", pid, "--role", role, "--pubkey", book.pub(name), "--country", country,
+                 "--key", book.key("authority"), ok=True)
+    book.cli("customer", "approve", "alibaba", "--cap", "100", "--license", "LIC-1", "--key",
+             book.key("authority"), ok=True)
+    book.record("fabricated", "tsmc", ["U1"], *FAB, ok=True)
+    return root
+
+
 @pytest.fixture
-def unit(ledger: Ledger) -> Ledger:
-    """The ledger with one unit, U1, fabricated."""
+def unit(_template: Path, tmp_path: Path, runner: Any) -> Ledger:
+    """The ledger with one unit, U1, fabricated. Parsing input does not depend on the store: SQLite only,
+    except for the tests that take `both_stores`."""
+    root = tmp_path / "ledger"
+    shutil.copytree(_template, root)
+    return Ledger(root, str(root / "custody.db"), runner)
+
+
+@pytest.fixture
+def both_stores(ledger: Ledger) -> Ledger:
+    """The same on both stores: refusals and failed appends must leave PostgreSQL untouched as well."""
     ledger.record("fabricated", "tsmc", ["U1"], *FAB, ok=True)
     return ledger
 
@@ -123,8 +153,19 @@ def test_record_bad_input(unit: Ledger, name: str) -> None:
     _unchanged(unit, before)
 
 
-def test_unknown_command(ledger: Ledger) -> None:
-    one_line(ledger.cli("frobnicate"), 2, "frobnicate")
+def test_unknown_command(runner: Any) -> None:
+    from commands.main import app
+
+    one_line(runner.invoke(app, ["frobnicate"]), 2, "frobnicate")
+
+
+@pytest.mark.parametrize("name", ["unknown step", "bad time", "negative money", "serial with a space"])
+def test_record_bad_input_on_both_stores(both_stores: Ledger, name: str) -> None:
+    args, word = RECORD_CASES[name]
+    args = [a.format(**{n: both_stores.key(n) for n in ("tsmc", "cbp")}) for a in args]
+    before = fingerprint(both_stores.db)
+    one_line(both_stores.cli(*args), 2, word)
+    _unchanged(both_stores, before)
 
 
 @pytest.mark.parametrize("content", ["", "\n\n", "# only a comment\n", "   \n# x\n\n"])
@@ -173,20 +214,23 @@ def test_serials_file_with_comments_and_blank_lines_works(unit: Ledger, tmp_path
 # --- refused statements: exit 1 ---------------------------------------------------------------------------
 
 
-def test_step_for_a_serial_with_no_chain(unit: Ledger) -> None:
+def test_step_for_a_serial_with_no_chain(both_stores: Ledger) -> None:
+    unit = both_stores
     before = fingerprint(unit.db)
     one_line(unit.record("shipped-to-us", "kerry", ["GHOST"], "--port-of-entry", "DFW", "--waybill", "W"), 1,
              "chain", "GHOST")
     _unchanged(unit, before)
 
 
-def test_second_fabricated(unit: Ledger) -> None:
+def test_second_fabricated(both_stores: Ledger) -> None:
+    unit = both_stores
     before = fingerprint(unit.db)
     one_line(unit.record("fabricated", "tsmc", ["U1"], *FAB), 1, "chain", "U1")
     _unchanged(unit, before)
 
 
-def test_one_unit_without_chain_refuses_the_whole_batch(unit: Ledger) -> None:
+def test_one_unit_without_chain_refuses_the_whole_batch(both_stores: Ledger) -> None:
+    unit = both_stores
     before = fingerprint(unit.db)
     one_line(unit.record("shipped-to-us", "kerry", ["U1", "GHOST"], "--port-of-entry", "DFW", "--waybill", "W"),
              1, "GHOST")
@@ -196,7 +240,8 @@ def test_one_unit_without_chain_refuses_the_whole_batch(unit: Ledger) -> None:
 # --- history, verify: serials, times, databases ---------------------------------------------------------
 
 
-def test_history_of_an_unknown_serial(unit: Ledger) -> None:
+def test_history_of_an_unknown_serial(both_stores: Ledger) -> None:
+    unit = both_stores
     one_line(unit.cli("history", "NOPE"), 2, "NOPE")
 
 

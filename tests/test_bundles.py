@@ -234,6 +234,28 @@ def test_upto_exports_a_prefix_whose_root_is_the_checkpoints(ledger: Ledger) -> 
     assert "no checkpoint covers" not in verified.stderr
 
 
+def test_upto_matches_a_checkpoint_signed_with_the_cli(ledger: Ledger) -> None:
+    """`custody checkpoint` at 12 statements, more appended, `export --upto 11`: the roots agree."""
+    if "checkpoint" not in {c.name for c in app.registered_commands}:
+        pytest.skip("`custody checkpoint` is not built yet")
+    ledger.record("fabricated", "tsmc", ["V1"], "--model", "H200-SXM5-141GB", "--site", "Fab 18",
+                  "--lot", "L", ok=True)
+    ledger.record("shipped-to-us", "kerry", ["V1"], "--port-of-entry", "DFW", "--waybill", "W", ok=True)
+    note_file = ledger.dir / "cp12.txt"
+    signed = ledger.cli("checkpoint", "--key", ledger.key("operator"), "--out", str(note_file))
+    assert signed.exit_code == 0, signed.stderr
+    ledger.full_flow(["V2"])
+    bundle = _export(ledger, "prefix.bundle", "--upto", "11")
+    _, wires, notes = _bundle_objects(bundle)
+    note = note_file.read_text(encoding="utf-8")
+    assert notes == [note] and len(wires) == 12
+    cp = checkpoint.parse_note(note).checkpoint
+    assert cp.size == 12 and cp.root == merkle.root_of([merkle.leaf_hash(w) for w in wires])
+    full = _verify_json(ledger.runner, str(_export(ledger)), "--checkpoint", str(note_file))
+    assert full[0] == 3 and full[1]["intact"]  # V1 waits at shipped_to_us: OVERDUE as of 2030
+    assert "checkpoint_consistency" in full[1]["checks"]
+
+
 def test_checkpoints_ascend_by_size_and_the_latest_note_of_a_size_wins(ledger: Ledger) -> None:
     ledger.full_flow(["Q1"])
     _sign_checkpoint(ledger, 16)

@@ -109,8 +109,8 @@ def writer(db: str, keydir: str, me: int, rounds: int, start_at: float) -> dict[
                 job = (carrier, "shipped_to_us", {"port_of_entry": "DFW", "waybill": f"AWB-{me}"},
                        [f"R{n // 10}"])
             else:
-                job = (lab, "inspected", {"result": "pass", "site": "Lab", "country": "US", "report": f"{me}-{n}"},
-                       rng.sample(SHARED, rng.randint(1, 3)))
+                report = {"result": "pass", "site": "Lab", "country": "US", "report": f"{me}-{n}"}
+                job = (lab, "inspected", report, rng.sample(SHARED, rng.randint(1, 3)))
             key, kind, data, serials = job
             try:
                 done = append.record(store, key, kind, data, serials)
@@ -222,7 +222,8 @@ def _hold_write_lock(path: str, seconds: float, ready: threading.Event) -> None:
 
 def test_sqlite_writer_waits_for_another_process(sqlite_ledger: Ledger) -> None:
     """A second writer on the file waits for the lock instead of failing with "database is locked"."""
-    sqlite_ledger.record("fabricated", "tsmc", ["WAIT"], "--model", MODEL, "--site", "F", "--lot", "L", ok=True)
+    sqlite_ledger.record("fabricated", "tsmc", ["WAIT"], "--model", MODEL, "--site", "F", "--lot", "L",
+                         ok=True)
     ready = threading.Event()
     holder = threading.Thread(target=_hold_write_lock, args=(sqlite_ledger.db, 2.0, ready))
     holder.start()
@@ -267,7 +268,8 @@ def test_bad_lock_timeout_is_a_usage_error(sqlite_ledger: Ledger) -> None:
     assert "CUSTODY_LOCK_TIMEOUT" in result.stderr and result.stdout == ""
 
 
-def test_a_refusal_after_a_lost_race_says_the_unit_moved_on(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refusal_after_a_lost_race_says_the_unit_moved_on(ledger: Ledger,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Library level: a writer whose first attempt lost the race re-runs the pre-check on the new heads."""
     ledger.record("fabricated", "tsmc", ["MOVED"], "--model", MODEL, "--site", "F", "--lot", "L", ok=True)
     carrier = _key(str(ledger.dir / "keys"), "kerry")

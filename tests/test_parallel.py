@@ -440,7 +440,7 @@ def test_default_workers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_chunks_stay_small(built: Built) -> None:
     with Store(built.url, readonly=True) as store:
-        chunks = list(verify._store_chunks(store))
+        chunks = list(parallel.store_chunks(store))
     assert all(len(states) <= parallel.CHUNK_STATEMENTS for _, states, _ in chunks)
     assert [start for start, _, _ in chunks] == list(range(0, len(built.wires), parallel.CHUNK_STATEMENTS))
     assert sum(len(v) for _, _, v in chunks) == len(built.wires)

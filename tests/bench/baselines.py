@@ -72,7 +72,7 @@ class _Link(Aggregate):
     """One unit-step, as a bare application would store it."""
 
     @event("Linked")
-    def __init__(self, serial: str, index: int, hash: bytes, at: int) -> None:  # noqa: A002
+    def __init__(self, serial: str, index: int, hash: bytes, at: int) -> None:
         self.serial = serial
 
 

@@ -19,11 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import baselines  # noqa: E402
-import common  # noqa: E402
-import ledgers  # noqa: E402
+import baselines
+import common
+import ledgers
 
 SCRIPT = "bench_verify.py"
+
+
+def _mib(run: common.Run) -> str:
+    return f"{run.peak_rss / 2**20:.0f}"
 
 
 def _verified(run: common.Run) -> None:
@@ -35,7 +39,7 @@ def _verified(run: common.Run) -> None:
 def single(directory: Path, statements: int, start_up: float, quick: bool) -> list[bool | None]:
     built = ledgers.open_bench_ledger(directory / "custody.db")
     ledgers.grow(built, statements // 5, board=1, shipment=1, steps=5)
-    db = str(built.path)
+    db = built.url
     cores = len(os.sched_getaffinity(0))
     options = ["--quick"] if quick else []
     print(f"verify, one unit per statement: {built.statements:,} statements ({db})")
@@ -58,7 +62,7 @@ def single(directory: Path, statements: int, start_up: float, quick: bool) -> li
 def boards(directory: Path, units: int, start_up: float, quick: bool) -> list[bool | None]:
     built = ledgers.open_bench_ledger(directory / "custody.db")
     ledgers.grow(built, units, board=8, shipment=1000, steps=6)
-    db = str(built.path)
+    db = built.url
     bundle = str(directory / "ledger.bundle")
     common.custody("--db", db, "export", bundle)
     options = ["--quick"] if quick else []
@@ -70,7 +74,7 @@ def boards(directory: Path, units: int, start_up: float, quick: bool) -> list[bo
     _verified(run)
     net = run.seconds - start_up
     results.append(common.report("custody verify (database)", built.unit_steps / net, "unit-steps/s", command,
-                                 target=100_000, note=f"{net:.2f} s net, peak {run.peak_rss / 2**20:.0f} MiB"))
+                                 target=100_000, note=f"{net:.2f} s net, peak {_mib(run)} MiB"))
     one = common.best_of(["--db", db, "verify", "--json", "--workers", "1"], 1)
     common.report("custody verify --workers 1 (database)", built.unit_steps / (one.seconds - start_up),
                   "unit-steps/s", command)
@@ -78,7 +82,7 @@ def boards(directory: Path, units: int, start_up: float, quick: bool) -> list[bo
     _verified(run)
     net = run.seconds - start_up
     results.append(common.report("custody verify BUNDLE", built.unit_steps / net, "unit-steps/s", command,
-                                 target=150_000, note=f"{net:.2f} s net, peak {run.peak_rss / 2**20:.0f} MiB"))
+                                 target=150_000, note=f"{net:.2f} s net, peak {_mib(run)} MiB"))
     one = common.best_of(["verify", bundle, "--json", "--workers", "1"], 1)
     common.report("custody verify BUNDLE --workers 1", built.unit_steps / (one.seconds - start_up),
                   "unit-steps/s", command)

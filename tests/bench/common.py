@@ -8,7 +8,6 @@ together, sampled every 10 ms from /proc.
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -17,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-CUSTODY = str(ROOT / ".venv" / "bin" / "custody")
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
+BIN = Path(sys.executable).parent  # the virtualenv's: .venv/bin
+CUSTODY = str(BIN / "custody")
+PYTHON = sys.executable
 
 
 @dataclass(frozen=True)
@@ -49,10 +48,12 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run(args: Sequence[str], *, env: dict[str, str] | None = None, check: bool = True) -> Run:
+def run(args: Sequence[str], *, env: dict[str, str] | None = None, check: bool = True,
+        show_stderr: bool = False) -> Run:
     """Run a command to completion, timing it and sampling its memory."""
     began = time.perf_counter()
-    proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(list(args), stdout=subprocess.PIPE,
+                            stderr=None if show_stderr else subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     peak = 0
     stop = threading.Event()
@@ -78,9 +79,10 @@ def custody(*args: str, check: bool = True) -> Run:
     return run([CUSTODY, *args], check=check)
 
 
-def startup(repeat: int = 5) -> float:
-    """Median seconds of `custody --version`: what every command pays before it starts work."""
-    return statistics.median(custody("--version").seconds for _ in range(repeat))
+def startup(repeat: int = 7) -> float:
+    """The fastest of a few `custody --version`: what every command pays before it starts work (the
+    fastest, as each figure it is taken from is the fastest of its runs)."""
+    return min(custody("--version").seconds for _ in range(repeat))
 
 
 def best_of(args: Sequence[str], repeat: int) -> Run:
@@ -106,7 +108,8 @@ def report(name: str, value: float, unit: str, command: str, *, target: float | 
             gap = (target - value) / target if higher else (value - target) / target
             verdict = f"target {'≥' if higher else '≤'} {target:g}: MISSED by {gap:.0%}"
     figure = f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
-    print(f"  {name}: {figure} {unit}" + (f"   [{verdict}]" if verdict else "") + (f"  ({note})" if note else ""))
+    print(f"  {name}: {figure} {unit}" + (f"   [{verdict}]" if verdict else "")
+          + (f"  ({note})" if note else ""))
     print(f"      $ {command}")
     sys.stdout.flush()
     return ok

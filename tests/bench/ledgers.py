@@ -6,6 +6,7 @@ benchmark (or a person) can record more steps with the CLI afterwards.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ UNIT_VALUE_CENTS = 2_000_000
 
 @dataclass
 class Built:
-    path: Path
+    url: str  # a SQLite path or a postgresql:// URL
+    keys_dir: Path
     statements: int = 0
     unit_steps: int = 0
     units: int = 0
@@ -54,12 +56,15 @@ def _write_keys(directory: Path, named: dict[str, PrivateKey]) -> None:
             keys.write_keypair(directory, name, key, None, comment=name)
 
 
-def open_bench_ledger(path: Path, *, cap: int = 10**9) -> Built:
-    """A new ledger at `path` (SQLite) with the six participants and one customer of cap `cap`."""
+def open_bench_ledger(url: str | Path, *, keys_dir: Path | None = None, cap: int = 10**9) -> Built:
+    """A new ledger at `url` with the six participants and one customer of cap `cap`; its keys (without
+    passphrases) in `keys_dir`, by default `keys/` beside a SQLite file."""
+    url = str(url)
+    keys_dir = keys_dir or Path(url).parent / "keys"
     named = {name: keys.generate() for name in ["authority", "operator", *PARTICIPANTS]}
-    _write_keys(path.parent / "keys", named)
+    _write_keys(keys_dir, named)
     start = 1_700_000_000_000_000
-    with Store(str(path), create=True) as store:
+    with Store(url, create=True) as store:
         append.open_ledger(store, named["authority"], origin=ORIGIN, co_authorities=(),
                            operator=named["operator"].public, policy_text=_policy(), at=start)
         batch = append.Batch(store)
@@ -71,7 +76,7 @@ def open_bench_ledger(path: Path, *, cap: int = 10**9) -> Built:
         batch.add(append.sign_statement(authority, origin=ORIGIN, kind="customer_approved", at=start,
                                         units=(), data={"id": "alibaba", "cap": cap, "license": "LIC-1"}))
         batch.commit()
-    return Built(path=path, statements=len(PARTICIPANTS) + 2, keys=named)
+    return Built(url=url, keys_dir=keys_dir, statements=len(PARTICIPANTS) + 2, keys=named)
 
 
 def _policy() -> str:
@@ -99,31 +104,36 @@ def step_statements(built: Built, batch: append.Batch, kind: str, serials: Seque
 
 
 def grow(built: Built, units: int, *, board: int = 8, shipment: int = 1000, steps: int = 6,
-         first: int = 0, per_commit: int = 2000, clock_start: int | None = None) -> Built:
+         first: int = 0, per_commit: int = 20_000, clock_start: int | None = None,
+         progress: bool = False) -> Built:
     """Take `units` new units (serials first…first+units-1) through the first `steps` steps.
 
     `fabricated` covers `board` units per statement, the later steps `shipment` units per statement;
-    statements are committed `per_commit` unit-steps at a time (a bulk append).
+    statements are committed `per_commit` unit-steps at a time (a bulk append, as `demo` and `import`
+    do). Heads are asked for a commit's worth of units at once, as a bulk writer would.
     """
     serials = [f"SN{first + i:09d}" for i in range(units)]
     at = clock_start or 1_700_000_000_000_000 + DAY_US
     kinds = ["fabricated", "shipped_to_us", "inspected", "duty_paid", "re_exported", "received"][:steps]
     began = time.perf_counter()
-    with Store(str(built.path)) as store:
+    with Store(built.url) as store:
         for kind in kinds:
             size = board if kind == "fabricated" else shipment
             batch = append.Batch(store)
-            pending = 0
-            for n, group in enumerate(_chunks(serials, size)):
-                statement = step_statements(built, batch, kind, group, at, first + n)
-                batch.add(statement)
-                built.statements += 1
-                built.unit_steps += len(group)
-                pending += len(group)
-                if pending >= per_commit:
-                    batch.commit()
-                    pending = 0
-            batch.commit()
+            groups = list(_chunks(serials, size))
+            per = max(1, per_commit // size)
+            for start in range(0, len(groups), per):
+                window = groups[start:start + per]
+                batch.heads([s for group in window for s in group])  # one read for the window
+                for n, group in enumerate(window, start):
+                    batch.add(step_statements(built, batch, kind, group, at, first + n))
+                    built.statements += 1
+                    built.unit_steps += len(group)
+                batch.commit()
+                if progress:
+                    print(f"    {kind}: {min(len(serials), (start + per) * size):,} units, "
+                          f"{built.unit_steps / (time.perf_counter() - began):,.0f} unit-steps/s",
+                          file=sys.stderr, flush=True)
             at += 1_000_000
     built.units += units
     built.seconds += time.perf_counter() - began
