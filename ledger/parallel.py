@@ -31,8 +31,8 @@ import pickle
 import secrets
 import struct
 from collections import deque
-from dataclasses import fields
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import fields
 from typing import Any
 
 import msgpack
