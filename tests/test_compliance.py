@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer.testing
 from typer.testing import CliRunner
 
 from ledger import append, fold, keys, values, views
@@ -35,31 +34,6 @@ def duty(serials: list[str], entry: str, *, value_per_unit: int = 20_000,
          rate: float = 0.25) -> tuple[str, ...]:
     value = value_per_unit * len(serials)
     return ("--entry", entry, "--entered-value", f"{value}.00", "--duty", f"{value * rate:.2f}")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_cli() -> Iterator[None]:
-    """Build the Click command from the Typer app once, not on every `CliRunner.invoke`.
-
-    Typer rebuilds it per call (two thirds of a small command's time in these tests); the command is
-    stateless, so reusing it changes nothing but the speed. Without that private hook, nothing changes.
-    """
-    original = getattr(typer.testing, "_get_command", None)
-    if original is None:
-        yield
-        return
-    cache: dict[int, Any] = {}
-
-    def cached(app: Any) -> Any:
-        if id(app) not in cache:
-            cache[id(app)] = original(app)
-        return cache[id(app)]
-
-    typer.testing._get_command = cached  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        typer.testing._get_command = original  # type: ignore[attr-defined]
 
 
 def build_ledger(directory: Path, url: str) -> Ledger:

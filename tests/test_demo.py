@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from commands.main import app
 from ledger import demo
-from tests.test_compliance import fast_cli  # noqa: F401 - the fixture, used by every CLI test here
 
 NOW = 1_780_000_000_000_000  # 2026-05-28
 

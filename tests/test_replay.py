@@ -22,7 +22,6 @@ from ledger.store import Store
 from tests.conftest import ORIGIN, PARTICIPANTS, Ledger
 from tests.test_compliance import (
     build_ledger,
-    fast_cli,  # noqa: F401 - the fixture, used by every CLI test here
 )
 
 BASE_AT = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z

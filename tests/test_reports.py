@@ -20,7 +20,6 @@ from ledger.state import Customer, DutyEntry, Finding, State, UnitState
 from tests.conftest import Ledger
 from tests.test_compliance import (
     build_ledger,
-    fast_cli,  # noqa: F401 - the fixture, used by every CLI test here
 )
 
 DAY = values.MICROS_PER_DAY
