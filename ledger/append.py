@@ -8,6 +8,7 @@ it re-reads the heads, re-runs the pre-check, restamps `at` (unless given) and r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
@@ -154,10 +155,8 @@ class Batch:
         if not self.statements:
             return
         self.store.write(self._events)
-        try:
+        with contextlib.suppress(Conflict):  # another writer caught the views up first
             views.save(self.store, self.state, self.statements, self.start)
-        except Conflict:
-            pass  # another writer caught the views up first
         self.start = self.size
         self.statements, self._events = [], []
         # The views now hold these rows: forget them, so a long bulk append neither rewrites them at every

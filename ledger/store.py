@@ -8,7 +8,8 @@ unreachable, locked too long, connection lost) or `Conflict` (a lost race: retry
 On PostgreSQL a missing password is left to libpq (`PGPASSWORD`, `PGPASSFILE`, `~/.pgpass`); the server is
 reached once directly before the pool opens, so a bad address, role or database fails at once with libpq's
 own reason; writers serialise on a transaction-scoped advisory lock instead of eventsourcing's
-`LOCK TABLE … IN EXCLUSIVE MODE`, so run-time roles need only SELECT and INSERT on the events table.
+`LOCK TABLE … IN EXCLUSIVE MODE`, so run-time roles need only SELECT and INSERT on the events table;
+every connection's search_path is the ledger's schema, where the views live beside the events.
 """
 
 from __future__ import annotations

@@ -172,11 +172,19 @@ class Verifier:
             except IntegrityError:
                 return
         fold.apply(state, index, statement)
-        if self.links is not None and statement.units:  # a link's version is its unit's chain length
-            units = state.units
-            serials = [serial for serial, _ in statement.units]
-            versions = [units[serial].links for serial in serials]
-            self.links.add_statement(versions, index, statement.hash, serials)
+        if not statement.units:
+            return
+        units = state.units
+        signed = state.signed.get(statement.signer)
+        if signed and signed[-1][0] == index:
+            # the fold's look-back record for revocations holds each statement's serials for the whole
+            # run: share the strings the units hold instead of keeping every statement's own copies
+            _, at, serials = signed[-1]
+            signed[-1] = (index, at, tuple([units[serial].serial for serial in serials]))
+        if self.links is not None:  # a link's version is its unit's chain length
+            names = [serial for serial, _ in statement.units]
+            versions = [units[serial].links for serial in names]
+            self.links.add_statement(versions, index, statement.hash, names)
 
     def statement(self, index: int, wire: bytes) -> None:
         """Check and fold one wire form at `index` in this process (the work of a one-worker chunk)."""

@@ -62,13 +62,43 @@ def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("template")
     make_keys(root / "keys", ["authority", "operator", "rogue", *PARTICIPANTS])
     book = Ledger(root, str(root / "custody.db"), CliRunner())
-    book.cli("init", "--origin", "custody.test/bad-input", "--authority", book.key("authority"), "--operator",
-             book.pub("operator"), ok=True)
+    book.cli(
+        "init",
+        "--origin",
+        "custody.test/bad-input",
+        "--authority",
+        book.key("authority"),
+        "--operator",
+        book.pub("operator"),
+        ok=True,
+    )
     for name, (pid, role, country) in PARTICIPANTS.items():
-        book.cli("participant", "add", pid, "--role", role, "--pubkey", book.pub(name), "--country", country,
-                 "--key", book.key("authority"), ok=True)
-    book.cli("customer", "approve", "alibaba", "--cap", "100", "--license", "LIC-1", "--key",
-             book.key("authority"), ok=True)
+        book.cli(
+            "participant",
+            "add",
+            pid,
+            "--role",
+            role,
+            "--pubkey",
+            book.pub(name),
+            "--country",
+            country,
+            "--key",
+            book.key("authority"),
+            ok=True,
+        )
+    book.cli(
+        "customer",
+        "approve",
+        "alibaba",
+        "--cap",
+        "100",
+        "--license",
+        "LIC-1",
+        "--key",
+        book.key("authority"),
+        ok=True,
+    )
     book.record("fabricated", "tsmc", ["U1"], *FAB, ok=True)
     return root
 
@@ -99,48 +129,192 @@ RECORD_CASES = {
     "unknown step": (["record", "teleported", "--key", "{tsmc}", "--serial", "U2"], "teleported"),
     "step with underscores": (["record", "shipped_to_us", "--key", "{kerry}", "--serial", "U1"], "step"),
     "missing --key": (["record", "fabricated", "--serial", "U2", *FAB], "--key"),
-    "missing step option": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--model", "M",
-                             "--site", "S"], "--lot"),
-    "option of another step": (["record", "received", "--key", "{alibaba}", "--serial", "U1", "--site", "S",
-                                "--waybill", "W"], "--waybill"),
+    "missing step option": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--model", "M", "--site", "S"],
+        "--lot",
+    ),
+    "option of another step": (
+        ["record", "received", "--key", "{alibaba}", "--serial", "U1", "--site", "S", "--waybill", "W"],
+        "--waybill",
+    ),
     "no serial": (["record", "fabricated", "--key", "{tsmc}", *FAB], "serial"),
-    "serial twice": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--serial", "U2", *FAB],
-                     "twice"),
+    "serial twice": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--serial", "U2", *FAB],
+        "twice",
+    ),
     "serial with a space": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U 2", *FAB], "serial"),
     "serial with a slash": (["record", "fabricated", "--key", "{tsmc}", "--serial", "a/b", *FAB], "serial"),
-    "serial with a non-ASCII letter": (["record", "fabricated", "--key", "{tsmc}", "--serial", "Ü2", *FAB],
-                                       "serial"),
+    "serial with a non-ASCII letter": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "Ü2", *FAB],
+        "serial",
+    ),
     "empty serial": (["record", "fabricated", "--key", "{tsmc}", "--serial", "", *FAB], "serial"),
-    "serial of 65 characters": (["record", "fabricated", "--key", "{tsmc}", "--serial", "S" * 65, *FAB],
-                                "serial"),
-    "bad time": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "yesterday", *FAB],
-                 "time"),
-    "month 13": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "2026-13-01", *FAB],
-                 "time"),
-    "hour 25": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "2026-01-01T25:00", *FAB],
-                "time"),
-    "February 30": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "2026-02-30", *FAB],
-                    "time"),
-    "before the epoch": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "1969-12-31",
-                          *FAB], "time"),
-    "negative money": (["record", "duty-paid", "--key", "{cbp}", "--serial", "U1", "--entry", "E",
-                        "--entered-value", "-20000.00", "--duty", "5000.00"], "negative"),
-    "non-numeric money": (["record", "duty-paid", "--key", "{cbp}", "--serial", "U1", "--entry", "E",
-                           "--entered-value", "lots", "--duty", "5000.00"], "amount"),
-    "money with three decimals": (["record", "duty-paid", "--key", "{cbp}", "--serial", "U1", "--entry", "E",
-                                   "--entered-value", "20000.005", "--duty", "5000.00"], "amount"),
-    "money in exponent form": (["record", "duty-paid", "--key", "{cbp}", "--serial", "U1", "--entry", "E",
-                                "--entered-value", "2e4", "--duty", "5000.00"], "amount"),
-    "money with a currency sign": (["record", "duty-paid", "--key", "{cbp}", "--serial", "U1", "--entry", "E",
-                                    "--entered-value", "$20000", "--duty", "5000.00"], "amount"),
-    "result neither pass nor fail": (["record", "inspected", "--key", "{uslab}", "--serial", "U1", "--result",
-                                      "ok", "--site", "S", "--country", "US", "--report", "R"], "result"),
-    "lower-case country": (["record", "inspected", "--key", "{uslab}", "--serial", "U1", "--result", "pass",
-                            "--site", "S", "--country", "us", "--report", "R"], "country"),
-    "both violation modes": (["record", "received", "--key", "{alibaba}", "--serial", "U1", "--site", "S",
-                              "--allow-violation", "--skip-violating"], "not both"),
-    "unknown option": (["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--colour", "red", *FAB],
-                       "--colour"),
+    "serial of 65 characters": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "S" * 65, *FAB],
+        "serial",
+    ),
+    "bad time": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "yesterday", *FAB],
+        "time",
+    ),
+    "month 13": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "2026-13-01", *FAB],
+        "time",
+    ),
+    "hour 25": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "2026-01-01T25:00", *FAB],
+        "time",
+    ),
+    "February 30": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "2026-02-30", *FAB],
+        "time",
+    ),
+    "before the epoch": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--at", "1969-12-31", *FAB],
+        "time",
+    ),
+    "negative money": (
+        [
+            "record",
+            "duty-paid",
+            "--key",
+            "{cbp}",
+            "--serial",
+            "U1",
+            "--entry",
+            "E",
+            "--entered-value",
+            "-20000.00",
+            "--duty",
+            "5000.00",
+        ],
+        "negative",
+    ),
+    "non-numeric money": (
+        [
+            "record",
+            "duty-paid",
+            "--key",
+            "{cbp}",
+            "--serial",
+            "U1",
+            "--entry",
+            "E",
+            "--entered-value",
+            "lots",
+            "--duty",
+            "5000.00",
+        ],
+        "amount",
+    ),
+    "money with three decimals": (
+        [
+            "record",
+            "duty-paid",
+            "--key",
+            "{cbp}",
+            "--serial",
+            "U1",
+            "--entry",
+            "E",
+            "--entered-value",
+            "20000.005",
+            "--duty",
+            "5000.00",
+        ],
+        "amount",
+    ),
+    "money in exponent form": (
+        [
+            "record",
+            "duty-paid",
+            "--key",
+            "{cbp}",
+            "--serial",
+            "U1",
+            "--entry",
+            "E",
+            "--entered-value",
+            "2e4",
+            "--duty",
+            "5000.00",
+        ],
+        "amount",
+    ),
+    "money with a currency sign": (
+        [
+            "record",
+            "duty-paid",
+            "--key",
+            "{cbp}",
+            "--serial",
+            "U1",
+            "--entry",
+            "E",
+            "--entered-value",
+            "$20000",
+            "--duty",
+            "5000.00",
+        ],
+        "amount",
+    ),
+    "result neither pass nor fail": (
+        [
+            "record",
+            "inspected",
+            "--key",
+            "{uslab}",
+            "--serial",
+            "U1",
+            "--result",
+            "ok",
+            "--site",
+            "S",
+            "--country",
+            "US",
+            "--report",
+            "R",
+        ],
+        "result",
+    ),
+    "lower-case country": (
+        [
+            "record",
+            "inspected",
+            "--key",
+            "{uslab}",
+            "--serial",
+            "U1",
+            "--result",
+            "pass",
+            "--site",
+            "S",
+            "--country",
+            "us",
+            "--report",
+            "R",
+        ],
+        "country",
+    ),
+    "both violation modes": (
+        [
+            "record",
+            "received",
+            "--key",
+            "{alibaba}",
+            "--serial",
+            "U1",
+            "--site",
+            "S",
+            "--allow-violation",
+            "--skip-violating",
+        ],
+        "not both",
+    ),
+    "unknown option": (
+        ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--colour", "red", *FAB],
+        "--colour",
+    ),
 }
 
 
@@ -173,34 +347,59 @@ def test_empty_serials_file(unit: Ledger, tmp_path: Path, content: str) -> None:
     path = tmp_path / "serials.txt"
     path.write_text(content)
     before = fingerprint(unit.db)
-    one_line(unit.cli("record", "fabricated", "--key", unit.key("tsmc"), "--serials-file", str(path), *FAB), 2,
-             "serials")
+    one_line(
+        unit.cli("record", "fabricated", "--key", unit.key("tsmc"), "--serials-file", str(path), *FAB),
+        2,
+        "serials",
+    )
     _unchanged(unit, before)
 
 
-@pytest.mark.parametrize(("content", "word"), [
-    ("A1\nbad serial\nA3\n", ":2"), ("A1\nA1\n", "repeated"), ("A1\n" + "S" * 65 + "\n", ":2"),
-    ("A1\né\n", ":2"),
-])
+@pytest.mark.parametrize(
+    ("content", "word"),
+    [
+        ("A1\nbad serial\nA3\n", ":2"),
+        ("A1\nA1\n", "repeated"),
+        ("A1\n" + "S" * 65 + "\n", ":2"),
+        ("A1\né\n", ":2"),
+    ],
+)
 def test_bad_serials_file(unit: Ledger, tmp_path: Path, content: str, word: str) -> None:
     path = tmp_path / "serials.txt"
     path.write_text(content, encoding="utf-8")
     before = fingerprint(unit.db)
-    one_line(unit.cli("record", "fabricated", "--key", unit.key("tsmc"), "--serials-file", str(path), *FAB), 2,
-             word)
+    one_line(
+        unit.cli("record", "fabricated", "--key", unit.key("tsmc"), "--serials-file", str(path), *FAB),
+        2,
+        word,
+    )
     _unchanged(unit, before)
 
 
 def test_serials_file_that_is_not_text(unit: Ledger, tmp_path: Path) -> None:
     path = tmp_path / "serials.bin"
     path.write_bytes(b"A1\n\xff\xfe\n")
-    one_line(unit.cli("record", "fabricated", "--key", unit.key("tsmc"), "--serials-file", str(path), *FAB), 2,
-             "UTF-8")
+    one_line(
+        unit.cli("record", "fabricated", "--key", unit.key("tsmc"), "--serials-file", str(path), *FAB),
+        2,
+        "UTF-8",
+    )
 
 
 def test_serials_file_that_does_not_exist(unit: Ledger, tmp_path: Path) -> None:
-    one_line(unit.cli("record", "fabricated", "--key", unit.key("tsmc"), "--serials-file",
-                      str(tmp_path / "nope.txt"), *FAB), 2, "nope.txt")
+    one_line(
+        unit.cli(
+            "record",
+            "fabricated",
+            "--key",
+            unit.key("tsmc"),
+            "--serials-file",
+            str(tmp_path / "nope.txt"),
+            *FAB,
+        ),
+        2,
+        "nope.txt",
+    )
 
 
 def test_serials_file_with_comments_and_blank_lines_works(unit: Ledger, tmp_path: Path) -> None:
@@ -217,8 +416,12 @@ def test_serials_file_with_comments_and_blank_lines_works(unit: Ledger, tmp_path
 def test_step_for_a_serial_with_no_chain(both_stores: Ledger) -> None:
     unit = both_stores
     before = fingerprint(unit.db)
-    one_line(unit.record("shipped-to-us", "kerry", ["GHOST"], "--port-of-entry", "DFW", "--waybill", "W"), 1,
-             "chain", "GHOST")
+    one_line(
+        unit.record("shipped-to-us", "kerry", ["GHOST"], "--port-of-entry", "DFW", "--waybill", "W"),
+        1,
+        "chain",
+        "GHOST",
+    )
     _unchanged(unit, before)
 
 
@@ -232,8 +435,11 @@ def test_second_fabricated(both_stores: Ledger) -> None:
 def test_one_unit_without_chain_refuses_the_whole_batch(both_stores: Ledger) -> None:
     unit = both_stores
     before = fingerprint(unit.db)
-    one_line(unit.record("shipped-to-us", "kerry", ["U1", "GHOST"], "--port-of-entry", "DFW", "--waybill", "W"),
-             1, "GHOST")
+    one_line(
+        unit.record("shipped-to-us", "kerry", ["U1", "GHOST"], "--port-of-entry", "DFW", "--waybill", "W"),
+        1,
+        "GHOST",
+    )
     _unchanged(unit, before)
 
 
@@ -273,8 +479,9 @@ def test_database_that_does_not_exist(runner: Any, tmp_path: Path) -> None:
     assert not missing.exists() and not (tmp_path / "absent.db").exists()  # verify never creates a file
 
 
-@pytest.mark.parametrize("content", [b"", b"not a database\n", b"SQLite format 3\x00" + b"\xff" * 200,
-                                     os.urandom(4096)])
+@pytest.mark.parametrize(
+    "content", [b"", b"not a database\n", b"SQLite format 3\x00" + b"\xff" * 200, os.urandom(4096)]
+)
 def test_database_that_is_not_a_ledger(runner: Any, tmp_path: Path, content: bytes) -> None:
     from commands.main import app
 
@@ -297,17 +504,41 @@ def test_record_into_a_missing_database_creates_nothing(runner: Any, tmp_path: P
 
     make_keys(tmp_path / "keys", ["tsmc"])
     db = tmp_path / "custody.db"
-    one_line(runner.invoke(app, ["--db", str(db), "record", "fabricated", "--key", str(tmp_path / "keys" / "tsmc"),
-                                 "--serial", "U1", *FAB]), 2)
+    one_line(
+        runner.invoke(
+            app,
+            [
+                "--db",
+                str(db),
+                "record",
+                "fabricated",
+                "--key",
+                str(tmp_path / "keys" / "tsmc"),
+                "--serial",
+                "U1",
+                *FAB,
+            ],
+        ),
+        2,
+    )
     assert not db.exists()
 
 
-def run_as(user: int, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-           ) -> subprocess.CompletedProcess[str]:
+def run_as(
+    user: int, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The real `custody` executable under another uid (root ignores file permissions)."""
-    prefix = [] if os.geteuid() == user else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
-    return subprocess.run([*prefix, CUSTODY, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
-                          env={**os.environ, "HOME": "/", **(env or {})})
+    prefix = (
+        [] if os.geteuid() == user else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    )
+    return subprocess.run(
+        [*prefix, CUSTODY, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "HOME": "/", **(env or {})},
+    )
 
 
 NOBODY = 65534
@@ -324,7 +555,9 @@ def world_readable_copy(source: Path, name: str) -> Path:
     return target
 
 
-@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs setpriv to drop root")
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs setpriv to drop root"
+)
 def test_database_that_is_unreadable(sqlite_ledger: Ledger) -> None:
     db = world_readable_copy(Path(sqlite_ledger.db), "unreadable")
     try:
@@ -353,30 +586,58 @@ SHIP = ["--serial", "U1", "--port-of-entry", "DFW", "--waybill", "W"]
 
 
 def test_encrypted_key_with_the_right_passphrase(unit: Ledger, encrypted: Path) -> None:
-    result = unit.cli("record", "shipped-to-us", "--key", str(encrypted), *SHIP,
-                      env={"CUSTODY_PASSPHRASE": "right horse"})
+    result = unit.cli(
+        "record", "shipped-to-us", "--key", str(encrypted), *SHIP, env={"CUSTODY_PASSPHRASE": "right horse"}
+    )
     assert result.exit_code == 0, result.stderr
 
 
 def test_wrong_passphrase(unit: Ledger, encrypted: Path, tmp_path: Path) -> None:
     before = fingerprint(unit.db)
-    one_line(unit.cli("record", "shipped-to-us", "--key", str(encrypted), *SHIP,
-                      env={"CUSTODY_PASSPHRASE": "wrong horse"}), 2, "passphrase")
+    one_line(
+        unit.cli(
+            "record",
+            "shipped-to-us",
+            "--key",
+            str(encrypted),
+            *SHIP,
+            env={"CUSTODY_PASSPHRASE": "wrong horse"},
+        ),
+        2,
+        "passphrase",
+    )
     wrong = tmp_path / "pass.txt"
     wrong.write_text("battery staple\n")
-    one_line(unit.cli("record", "shipped-to-us", "--key", str(encrypted), *SHIP, "--passphrase-file", str(wrong)),
-             2, "passphrase")
+    one_line(
+        unit.cli("record", "shipped-to-us", "--key", str(encrypted), *SHIP, "--passphrase-file", str(wrong)),
+        2,
+        "passphrase",
+    )
     _unchanged(unit, before)
 
 
 def test_encrypted_key_with_no_passphrase_available(unit: Ledger, encrypted: Path) -> None:
-    one_line(unit.cli("record", "shipped-to-us", "--key", str(encrypted), *SHIP, env={"CUSTODY_PASSPHRASE": ""}),
-             2, "passphrase")
+    one_line(
+        unit.cli("record", "shipped-to-us", "--key", str(encrypted), *SHIP, env={"CUSTODY_PASSPHRASE": ""}),
+        2,
+        "passphrase",
+    )
 
 
 def test_passphrase_file_that_does_not_exist(unit: Ledger, encrypted: Path, tmp_path: Path) -> None:
-    one_line(unit.cli("record", "shipped-to-us", "--key", str(encrypted), *SHIP, "--passphrase-file",
-                      str(tmp_path / "nope")), 2, "nope")
+    one_line(
+        unit.cli(
+            "record",
+            "shipped-to-us",
+            "--key",
+            str(encrypted),
+            *SHIP,
+            "--passphrase-file",
+            str(tmp_path / "nope"),
+        ),
+        2,
+        "nope",
+    )
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o666])
@@ -393,8 +654,23 @@ def test_public_key_where_a_private_key_is_needed(unit: Ledger) -> None:
 
 
 def test_private_key_where_a_public_key_is_needed(unit: Ledger) -> None:
-    one_line(unit.cli("participant", "add", "dhl", "--role", "carrier", "--pubkey", unit.key("kerry"),
-                      "--country", "DE", "--key", unit.key("authority")), 2, "private key")
+    one_line(
+        unit.cli(
+            "participant",
+            "add",
+            "dhl",
+            "--role",
+            "carrier",
+            "--pubkey",
+            unit.key("kerry"),
+            "--country",
+            "DE",
+            "--key",
+            unit.key("authority"),
+        ),
+        2,
+        "private key",
+    )
 
 
 def _corrupt(path: Path, how: str) -> None:
@@ -418,8 +694,9 @@ def _corrupt(path: Path, how: str) -> None:
     path.chmod(0o600)
 
 
-@pytest.mark.parametrize("how", ["truncated", "flipped base64", "no footer", "empty", "binary",
-                                 "another kind of file"])
+@pytest.mark.parametrize(
+    "how", ["truncated", "flipped base64", "no footer", "empty", "binary", "another kind of file"]
+)
 def test_corrupted_private_key(unit: Ledger, how: str) -> None:
     key = Path(unit.key("kerry"))
     _corrupt(key, how)
@@ -436,8 +713,22 @@ def test_corrupted_public_key(unit: Ledger, how: str) -> None:
         pub.write_text(text.replace("AAAA", "AAAB", 1))
     else:
         _corrupt(pub, how)
-    one_line(unit.cli("participant", "add", "dhl", "--role", "carrier", "--pubkey", str(pub), "--country", "DE",
-                      "--key", unit.key("authority")), 2)
+    one_line(
+        unit.cli(
+            "participant",
+            "add",
+            "dhl",
+            "--role",
+            "carrier",
+            "--pubkey",
+            str(pub),
+            "--country",
+            "DE",
+            "--key",
+            unit.key("authority"),
+        ),
+        2,
+    )
 
 
 def test_key_that_is_a_directory(unit: Ledger) -> None:
@@ -445,7 +736,9 @@ def test_key_that_is_a_directory(unit: Ledger) -> None:
 
 
 def test_key_that_does_not_exist(unit: Ledger) -> None:
-    one_line(unit.cli("record", "shipped-to-us", "--key", str(unit.dir / "keys" / "nobody"), *SHIP), 2, "nobody")
+    one_line(
+        unit.cli("record", "shipped-to-us", "--key", str(unit.dir / "keys" / "nobody"), *SHIP), 2, "nobody"
+    )
 
 
 def test_keys_show_on_garbage(runner: Any, tmp_path: Path) -> None:
@@ -459,10 +752,25 @@ def test_keys_show_on_garbage(runner: Any, tmp_path: Path) -> None:
 
 def test_bad_input_in_a_real_process_has_no_traceback(sqlite_ledger: Ledger) -> None:
     """The same one-line errors from the installed executable, not only through CliRunner."""
-    for args, status in ((["record", "teleported", "--key", sqlite_ledger.key("tsmc"), "--serial", "X"], 2),
-                         (["record", "shipped-to-us", "--key", sqlite_ledger.key("kerry"), "--serial", "GHOST",
-                           "--port-of-entry", "DFW", "--waybill", "W"], 1),
-                         (["history", "GHOST"], 2)):
+    for args, status in (
+        (["record", "teleported", "--key", sqlite_ledger.key("tsmc"), "--serial", "X"], 2),
+        (
+            [
+                "record",
+                "shipped-to-us",
+                "--key",
+                sqlite_ledger.key("kerry"),
+                "--serial",
+                "GHOST",
+                "--port-of-entry",
+                "DFW",
+                "--waybill",
+                "W",
+            ],
+            1,
+        ),
+        (["history", "GHOST"], 2),
+    ):
         result = run_as(os.geteuid(), "--db", sqlite_ledger.db, *args)
         assert result.returncode == status, (args, result.stderr)
         assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr

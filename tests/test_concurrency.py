@@ -188,7 +188,7 @@ def _custody(db: str, *args: str, env: dict[str, str] | None = None) -> subproce
 
 def test_cli_processes_race_for_one_step(ledger: Ledger) -> None:
     """Four `custody record` processes ship one unit: one wins, three are refused with OUT_OF_ORDER
-    (after a lost race, or because they started late); four inspect another unit: all are recorded."""
+    (after a lost race, or because they started late); two inspect another unit: both are recorded."""
     ledger.record("fabricated", "tsmc", ["RACE", "REPEAT"], "--model", MODEL, "--site", "F", "--lot", "L",
                   ok=True)
     ledger.record("shipped-to-us", "kerry", ["REPEAT"], "--port-of-entry", "DFW", "--waybill", "W", ok=True)
@@ -197,7 +197,7 @@ def test_cli_processes_race_for_one_step(ledger: Ledger) -> None:
                       "--port-of-entry", "DFW", "--waybill", f"W{n}") for n in range(4)]
     inspections = [_custody(ledger.db, "record", "inspected", "--key", ledger.key("uslab"), "--serial",
                             "REPEAT", "--result", "pass", "--site", "Lab", "--country", "US", "--report",
-                            f"R{n}") for n in range(4)]
+                            f"R{n}") for n in range(2)]
     shipped = [(p.wait(timeout=120), *p.communicate()) for p in ships]
     inspected = [(p.wait(timeout=120), *p.communicate()) for p in inspections]
 
@@ -205,17 +205,17 @@ def test_cli_processes_race_for_one_step(ledger: Ledger) -> None:
     for code, out, err in shipped:
         if code == 1:
             assert out == "" and err.count("\n") == 1 and "OUT_OF_ORDER" in err and "RACE" in err, err
-    assert [code for code, _, _ in inspected] == [0, 0, 0, 0], inspected
-    assert check_ledger(ledger.db) == before + 1 + 4
+    assert [code for code, _, _ in inspected] == [0, 0], inspected
+    assert check_ledger(ledger.db) == before + 1 + 2
     steps = json.loads(ledger.cli("history", "REPEAT", "--json", ok=True).stdout)["steps"]
-    assert [s["kind"] for s in steps] == ["fabricated", "shipped_to_us"] + ["inspected"] * 4
+    assert [s["kind"] for s in steps] == ["fabricated", "shipped_to_us"] + ["inspected"] * 2
 
 
-def _hold_write_lock(path: str, seconds: float, ready: threading.Event) -> None:
+def _hold_write_lock(path: str, seconds: float, ready: threading.Event, release: threading.Event) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")  # the write lock, as another writer's transaction holds it
     ready.set()
-    time.sleep(seconds)
+    release.wait(seconds)
     conn.execute("ROLLBACK")
     conn.close()
 
@@ -224,8 +224,8 @@ def test_sqlite_writer_waits_for_another_process(sqlite_ledger: Ledger) -> None:
     """A second writer on the file waits for the lock instead of failing with "database is locked"."""
     sqlite_ledger.record("fabricated", "tsmc", ["WAIT"], "--model", MODEL, "--site", "F", "--lot", "L",
                          ok=True)
-    ready = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(sqlite_ledger.db, 2.0, ready))
+    ready, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(sqlite_ledger.db, 2.0, ready, release))
     holder.start()
     ready.wait(5)
     started = time.monotonic()
@@ -244,8 +244,8 @@ def test_sqlite_lock_held_too_long_fails_clearly(sqlite_ledger: Ledger) -> None:
     sqlite_ledger.record("fabricated", "tsmc", ["LOCKED"], "--model", MODEL, "--site", "F", "--lot", "L",
                          ok=True)
     before = check_ledger(sqlite_ledger.db)
-    ready = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(sqlite_ledger.db, 6.0, ready))
+    ready, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(sqlite_ledger.db, 30.0, ready, release))
     holder.start()
     ready.wait(5)
     started = time.monotonic()
@@ -254,12 +254,34 @@ def test_sqlite_lock_held_too_long_fails_clearly(sqlite_ledger: Ledger) -> None:
                     env={"CUSTODY_LOCK_TIMEOUT": "1"})
     out, err = proc.communicate(timeout=60)
     waited = time.monotonic() - started
+    release.set()
     holder.join()
     assert proc.returncode == 2, err
     assert out == "" and err.count("\n") == 1
     assert "is locked by another writer" in err and sqlite_ledger.db in err and "CUSTODY_LOCK_TIMEOUT" in err
     assert 1.0 <= waited < 5.0
     assert check_ledger(sqlite_ledger.db) == before
+
+
+def test_a_stale_sqlite_snapshot_is_a_lost_race(sqlite_ledger: Ledger) -> None:
+    """SQLITE_BUSY_SNAPSHOT (a read transaction that then writes after another process committed) comes
+    at once, without the busy wait: the store calls it a `Conflict`, which `record` retries."""
+    from eventsourcing import persistence as es
+
+    reader = sqlite3.connect(sqlite_ledger.db, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM stored_events").fetchone()
+    other = sqlite3.connect(sqlite_ledger.db, isolation_level=None)
+    other.execute("UPDATE custody_position SET position = position + 1 WHERE id = 1")  # a real commit…
+    other.execute("UPDATE custody_position SET position = position - 1 WHERE id = 1")  # …and back
+    with pytest.raises(sqlite3.OperationalError) as stale:
+        reader.execute("UPDATE custody_position SET position = position WHERE id = 1")
+    reader.execute("ROLLBACK")
+    assert stale.value.sqlite_errorcode == 517  # SQLITE_BUSY_SNAPSHOT
+    wrapped = es.OperationalError(str(stale.value))
+    wrapped.__cause__ = stale.value
+    with Store(sqlite_ledger.db) as store:
+        assert isinstance(store._error("write to", wrapped), Conflict)
 
 
 def test_bad_lock_timeout_is_a_usage_error(sqlite_ledger: Ledger) -> None:

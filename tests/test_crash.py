@@ -16,7 +16,7 @@ from tests.conftest import Ledger
 from tests.test_concurrency import CUSTODY, check_ledger, verify_json
 
 UNITS = 5000
-KILL_AT = (0.4, 0.7, 0.9)  # fractions of an uninterrupted run's wall time
+KILL_AT = (0.5, 0.85)  # fractions of an uninterrupted run's wall time
 
 
 def _start(ledger: Ledger, tmp_path: Path, tag: str) -> subprocess.Popen[str]:

@@ -42,15 +42,37 @@ def _umount(path: Path) -> None:
 def _new_ledger(root: Path, db: Path) -> Ledger:
     make_keys(root / "keys", ["authority", "operator", *PARTICIPANTS])
     book = Ledger(root, str(db), CliRunner())
-    book.cli("init", "--origin", "custody.test/faults", "--authority", book.key("authority"), "--operator",
-             book.pub("operator"), ok=True)
-    book.cli("participant", "add", "tsmc", "--role", "fab", "--pubkey", book.pub("tsmc"), "--country", "TW",
-             "--key", book.key("authority"), ok=True)
+    book.cli(
+        "init",
+        "--origin",
+        "custody.test/faults",
+        "--authority",
+        book.key("authority"),
+        "--operator",
+        book.pub("operator"),
+        ok=True,
+    )
+    book.cli(
+        "participant",
+        "add",
+        "tsmc",
+        "--role",
+        "fab",
+        "--pubkey",
+        book.pub("tsmc"),
+        "--country",
+        "TW",
+        "--key",
+        book.key("authority"),
+        ok=True,
+    )
     return book
 
 
 def _files(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()
+    }
 
 
 def _log_size(book: Ledger) -> int:
@@ -97,17 +119,22 @@ def test_read_only_mount(tmp_path: Path) -> None:
     assert _log_size(book) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (reported): a read-only copy whose WAL still holds committed "
-                   "statements (a writer crashed, or the copy was taken while one was connected) is opened with "
-                   "SQLite's immutable=1, which ignores the WAL: verify reports an older, shorter ledger as "
-                   "intact and history calls the newest units unknown")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (reported): a read-only copy whose WAL still holds committed "
+    "statements (a writer crashed, or the copy was taken while one was connected) is opened with "
+    "SQLite's immutable=1, which ignores the WAL: verify reports an older, shorter ledger as "
+    "intact and history calls the newest units unknown",
+)
 def test_read_only_mount_with_a_pending_write_ahead_log(tmp_path: Path) -> None:
     import sqlite3
 
     src = tmp_path / "src"
     src.mkdir()
     book = _new_ledger(tmp_path, src / "custody.db")
-    holder = sqlite3.connect(src / "custody.db")  # keeps the WAL from being checkpointed, as a live writer would
+    holder = sqlite3.connect(
+        src / "custody.db"
+    )  # keeps the WAL from being checkpointed, as a live writer would
     holder.execute("SELECT count(*) FROM stored_events").fetchall()
     book.record("fabricated", "tsmc", ["W1"], *FAB, ok=True)
     assert (src / "custody.db-wal").stat().st_size > 0
@@ -143,8 +170,18 @@ def test_read_only_file_for_another_user(tmp_path: Path, directory_mode: int) ->
         assert verified.returncode == 0, verified.stderr
         history = run_as(user, "--db", db, "history", "B1")
         assert history.returncode == 0 and "B1" in history.stdout, history.stderr
-        refused = run_as(user, "--db", db, "record", "fabricated", "--key", str(shared / "keys" / "tsmc"),
-                         "--serial", "B2", *FAB)
+        refused = run_as(
+            user,
+            "--db",
+            db,
+            "record",
+            "fabricated",
+            "--key",
+            str(shared / "keys" / "tsmc"),
+            "--serial",
+            "B2",
+            *FAB,
+        )
         assert refused.returncode == 2, (refused.stdout, refused.stderr)
         assert refused.stdout == "" and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert "Traceback" not in refused.stderr and db in refused.stderr
@@ -226,7 +263,9 @@ def test_disk_fills_during_an_append(small_disk: Path, tmp_path: Path) -> None:
         book = Ledger(ledger_dir, str(ledger_dir / "custody.db"), CliRunner())
         before = fingerprint(book.db)
         filler = _fill(small_disk, leave_kb * 1024)
-        result = book.cli("record", "fabricated", "--key", book.key("tsmc"), "--serials-file", str(serials), *FAB)
+        result = book.cli(
+            "record", "fabricated", "--key", book.key("tsmc"), "--serials-file", str(serials), *FAB
+        )
         filler.unlink()
         if result.exit_code == 0:
             assert _log_size(book) == 3
@@ -237,8 +276,9 @@ def test_disk_fills_during_an_append(small_disk: Path, tmp_path: Path) -> None:
             verified = book.cli("verify", "--json")
             assert verified.exit_code == 0, verified.stderr
             assert json.loads(verified.stdout)["log_size"] == 2
-            again = book.cli("record", "fabricated", "--key", book.key("tsmc"), "--serials-file", str(serials),
-                             *FAB)  # with room again, the same command works
+            again = book.cli(
+                "record", "fabricated", "--key", book.key("tsmc"), "--serials-file", str(serials), *FAB
+            )  # with room again, the same command works
             assert again.exit_code == 0, again.stderr
             assert book.cli("verify").exit_code == 0
             outcomes.append((leave_kb, "failed cleanly, then recorded"))
@@ -247,7 +287,9 @@ def test_disk_fills_during_an_append(small_disk: Path, tmp_path: Path) -> None:
     assert outcomes[0][1].startswith("failed") and outcomes[-1][1] == "recorded"
 
 
-def test_views_failing_after_the_statement_is_written(sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_views_failing_after_the_statement_is_written(
+    sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The views are a second transaction after the statement's: when only that one fails (a disk that fills
     between the two), `record` must not report a failure for a statement that is in the log."""
     size = _log_size(sqlite_ledger)
@@ -262,8 +304,11 @@ def test_views_failing_after_the_statement_is_written(sqlite_ledger: Ledger, mon
     assert (result.exit_code == 0) == recorded, (result.exit_code, recorded, result.stderr)
 
 
-def test_views_catch_up_after_a_failed_view_write(sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_views_catch_up_after_a_failed_view_write(
+    sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Whatever `record` said, the log is intact and the next writer and readers see the statement."""
+
     def disk_full(*_: Any, **__: Any) -> None:
         raise StoreError("database or disk is full")
 
@@ -272,5 +317,7 @@ def test_views_catch_up_after_a_failed_view_write(sqlite_ledger: Ledger, monkeyp
     monkeypatch.undo()
     assert sqlite_ledger.cli("verify").exit_code == 0
     assert sqlite_ledger.cli("history", "V1").exit_code == 0
-    sqlite_ledger.record("shipped-to-us", "kerry", ["V1"], "--port-of-entry", "DFW", "--waybill", "W", ok=True)
+    sqlite_ledger.record(
+        "shipped-to-us", "kerry", ["V1"], "--port-of-entry", "DFW", "--waybill", "W", ok=True
+    )
     assert sqlite_ledger.cli("verify").exit_code == 0

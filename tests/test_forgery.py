@@ -11,6 +11,7 @@ signed by a customer other than the consignee) is evidence, not forgery: recorde
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,25 +27,32 @@ from ledger.errors import IntegrityError
 from ledger.keys import PrivateKey
 from ledger.statement import signed_message
 from ledger.store import Store
-from tests.conftest import Ledger
+from tests.conftest import PG_ENV, Ledger
 from tests.test_tamper import (
     MEDIUM,
     ORIGIN,
     STEP_SECONDS,
     T0,
     Built,
+    EventTable,
     _url,
     assert_fails,
     build_ledger,
     bundle_of,
     failed,
     sign_note,
-    store_kind,  # noqa: F401 - the fixture
     verify_bytes,
     verify_url,
 )
 
 ED25519_L = 2**252 + 27742317777372353535851937790883648493  # RFC 8032 §5.1: the group order
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres" and not os.environ.get(PG_ENV):
+        pytest.skip(f"PostgreSQL tests need {PG_ENV}")
+    return str(request.param)
 
 
 @pytest.fixture
@@ -53,9 +61,29 @@ def built(store_kind: str, tmp_path: Path) -> Built:
     return build_ledger(_url(store_kind, tmp_path, "forgery"), **MEDIUM)  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The same ledger, made once per store for the tests that leave it as they found it."""
+    if request.param == "postgres" and not os.environ.get(PG_ENV):
+        pytest.skip(f"PostgreSQL tests need {PG_ENV}")
+    return build_ledger(_url(str(request.param), tmp_path_factory.mktemp("shared"), "shared"), **MEDIUM)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The ledger for bundle tests: bundles do not depend on the store they came from."""
+    return build_ledger(str(tmp_path_factory.mktemp("offline") / "offline.db"), **MEDIUM)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def store(built: Built) -> Iterator[Store]:
     with Store(built.url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def shared_store(shared: Built) -> Iterator[Store]:
+    with Store(shared.url) as opened:
         yield opened
 
 
@@ -66,11 +94,21 @@ def _heads(store: Store, serials: list[str]) -> list[tuple[str, bytes]]:
 AT = T0 + 100 * STEP_SECONDS  # after everything build_ledger wrote
 
 
-def _step(store: Store, key: PrivateKey, kind: str = "received", serials: tuple[str, ...] = ("U0002-0",),
-          origin: str = ORIGIN, at: int = AT, **data: Any) -> statement.Statement:
-    fields = {"received": {"site": "Hangzhou"}, "fabricated": {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"},
-              "shipped_to_us": {"port_of_entry": "DFW", "waybill": "W"},
-              "customer_approved": {"id": "alibaba", "cap": 5, "license": "L"}}[kind]
+def _step(
+    store: Store,
+    key: PrivateKey,
+    kind: str = "received",
+    serials: tuple[str, ...] = ("U0002-0",),
+    origin: str = ORIGIN,
+    at: int = AT,
+    **data: Any,
+) -> statement.Statement:
+    fields = {
+        "received": {"site": "Hangzhou"},
+        "fabricated": {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"},
+        "shipped_to_us": {"port_of_entry": "DFW", "waybill": "W"},
+        "customer_approved": {"id": "alibaba", "cap": 5, "license": "L"},
+    }[kind]
     units = [] if kind == "customer_approved" else _heads(store, list(serials))
     if kind == "fabricated":
         units = [(s, statement.ZERO_HASH) for s in serials]
@@ -122,41 +160,68 @@ def _forgeries(built: Built, store: Store) -> dict[str, tuple[bytes, str]]:
     out: dict[str, tuple[bytes, str]] = {
         "unregistered key": (_step(store, ks["rogue"]).wire, "signer"),
         "key without the role": (_step(store, ks["kerry"]).wire, "role"),
-        "participant signing an administrative statement": (_step(store, ks["alibaba"], "customer_approved").wire,
-                                                            "role"),
+        "participant signing an administrative statement": (
+            _step(store, ks["alibaba"], "customer_approved").wire,
+            "role",
+        ),
         "another ledger's origin": (_step(store, ks["alibaba"], origin="custody.test/other").wire, "origin"),
         "replayed statement (stale prev)": (built.wires[27], "chain"),
         "fork of a unit (its previous head as prev)": (_fork(built, store), "chain"),
         "second fabricated": (_step(store, ks["tsmc"], "fabricated", ("U0001-1",)).wire, "chain"),
-        "a step of a unit that has no chain": (_step(store, ks["kerry"], "shipped_to_us", ("GHOST",)).wire,
-                                               "chain"),
+        "a step of a unit that has no chain": (
+            _step(store, ks["kerry"], "shipped_to_us", ("GHOST",)).wire,
+            "chain",
+        ),
         "at before the unit's previous at": (_step(store, ks["alibaba"], at=T0).wire, "time"),
         "at in the future": (_step(store, ks["alibaba"], at=append.now_us() + 3600 * 10**6).wire, "time"),
     }
     genuine = _step(store, ks["alibaba"])
-    out["malleated signature (S + L)"] = (msgpack.packb([genuine.body, _malleate(genuine.signature)],
-                                                       use_bin_type=True), "signature")
-    out["signature of another body"] = (msgpack.packb([genuine.body, built.wires[27][-64:]], use_bin_type=True),
-                                        "signature")
+    out["malleated signature (S + L)"] = (
+        msgpack.packb([genuine.body, _malleate(genuine.signature)], use_bin_type=True),
+        "signature",
+    )
+    out["signature of another body"] = (
+        msgpack.packb([genuine.body, built.wires[27][-64:]], use_bin_type=True),
+        "signature",
+    )
     for kind in NONCANONICAL:
         out[f"non-canonical body: {kind}"] = (_noncanonical(kind, genuine, ks["alibaba"]), "encoding")
-    out["non-canonical wire: bin16 body header"] = (b"\x92\xc5" + len(genuine.body).to_bytes(2, "big")
-                                                    + genuine.body + b"\xc4\x40" + genuine.signature, "encoding")
+    out["non-canonical wire: bin16 body header"] = (
+        b"\x92\xc5" + len(genuine.body).to_bytes(2, "big") + genuine.body + b"\xc4\x40" + genuine.signature,
+        "encoding",
+    )
     return out
 
 
 def _fork(built: Built, store: Store) -> bytes:
     """A `received` for U0002-0 that links to the unit's `re_exported`'s predecessor: a fork."""
     prev = statement.decode(built.wires[25]).units[0][1]  # 25's prev: the hash of 24
-    return append.sign_statement(built.keys["alibaba"], origin=ORIGIN, kind="received", at=AT,
-                                 units=[("U0002-0", prev)], data={"site": "Hangzhou"}).wire
+    return append.sign_statement(
+        built.keys["alibaba"],
+        origin=ORIGIN,
+        kind="received",
+        at=AT,
+        units=[("U0002-0", prev)],
+        data={"site": "Hangzhou"},
+    ).wire
 
 
-FORGERIES = ["unregistered key", "key without the role", "participant signing an administrative statement",
-             "another ledger's origin", "replayed statement (stale prev)", "fork of a unit (its previous head as prev)",
-             "second fabricated", "a step of a unit that has no chain", "at before the unit's previous at",
-             "at in the future", "malleated signature (S + L)", "signature of another body",
-             *[f"non-canonical body: {k}" for k in NONCANONICAL], "non-canonical wire: bin16 body header"]
+FORGERIES = [
+    "unregistered key",
+    "key without the role",
+    "participant signing an administrative statement",
+    "another ledger's origin",
+    "replayed statement (stale prev)",
+    "fork of a unit (its previous head as prev)",
+    "second fabricated",
+    "a step of a unit that has no chain",
+    "at before the unit's previous at",
+    "at in the future",
+    "malleated signature (S + L)",
+    "signature of another body",
+    *[f"non-canonical body: {k}" for k in NONCANONICAL],
+    "non-canonical wire: bin16 body header",
+]
 
 
 def test_the_genuine_statement_the_forgeries_start_from_is_accepted(built: Built, store: Store) -> None:
@@ -172,11 +237,14 @@ def test_the_malleated_signature_is_the_same_signature_mod_l(built: Built, store
     genuine = _step(store, built.keys["alibaba"])
     forged = _malleate(genuine.signature)
     assert forged != genuine.signature
-    assert int.from_bytes(forged[32:], "little") % ED25519_L == int.from_bytes(genuine.signature[32:], "little")
+    assert int.from_bytes(forged[32:], "little") % ED25519_L == int.from_bytes(
+        genuine.signature[32:], "little"
+    )
 
 
 @pytest.mark.parametrize("name", FORGERIES)
-def test_forgery_is_refused_at_append(built: Built, store: Store, name: str) -> None:
+def test_forgery_is_refused_at_append(shared: Built, shared_store: Store, name: str) -> None:
+    built, store = shared, shared_store
     wire, check = _forgeries(built, store)[name]
     size = store.size()
     batch = append.Batch(store)
@@ -208,25 +276,49 @@ def _write_raw(built: Built, store: Store, wire: bytes) -> int:
     return index
 
 
+def _remove_raw(built: Built, index: int) -> None:
+    """Take back what `_write_raw` stored at `index`: its log event and its unit links."""
+    table = EventTable(built.url)
+    try:
+        for row in table.log():
+            if row.version == index + 1:
+                table.delete(row)
+        for link in table.links():
+            if link.decoded["index"] == index:
+                table.delete(link)
+    finally:
+        table.close()
+
+
 @pytest.mark.parametrize("name", FORGERIES)
-def test_forgery_written_into_the_database_fails_verify(built: Built, store: Store, name: str) -> None:
+def test_forgery_written_into_the_database_fails_verify(
+    shared: Built, shared_store: Store, name: str
+) -> None:
+    built, store = shared, shared_store
     wire, check = _forgeries(built, store)[name]
     index = _write_raw(built, store, wire)
-    report = verify_url(built.url)
-    assert_fails(report, check, index)
-    assert failed(report)[0] == (check, index), failed(report)
+    try:
+        report = verify_url(built.url)
+        assert_fails(report, check, index)
+        assert failed(report)[0] == (check, index), failed(report)
+    finally:
+        _remove_raw(built, index)
+    assert verify_url(built.url).intact
 
 
 @pytest.mark.parametrize("name", FORGERIES)
-def test_forgery_in_a_bundle_fails_verify(built: Built, store: Store, name: str) -> None:
-    wire, check = _forgeries(built, store)[name]
-    report = verify_bytes(bundle_of([*built.wires, wire], built.checkpoints))
-    assert failed(report)[0] == (check, len(built.wires)), failed(report)
+def test_forgery_in_a_bundle_fails_verify(offline: Built, name: str) -> None:
+    with Store(offline.url, readonly=True) as store:
+        wire, check = _forgeries(offline, store)[name]
+    report = verify_bytes(bundle_of([*offline.wires, wire], offline.checkpoints))
+    assert failed(report)[0] == (check, len(offline.wires)), failed(report)
 
 
-def test_forgery_in_the_middle_of_a_bundle(built: Built, store: Store) -> None:
+def test_forgery_in_the_middle_of_a_bundle(offline: Built) -> None:
     """Inserted before genuine statements, a forgery is named and the statements after it still verify."""
-    wire, _ = _forgeries(built, store)["unregistered key"]
+    built = offline
+    with Store(offline.url, readonly=True) as store:
+        wire, _ = _forgeries(built, store)["unregistered key"]
     wires = [*built.wires[:12], wire, *built.wires[12:]]
     report = verify_bytes(bundle_of(wires))
     assert failed(report)[0] == ("signer", 12)
@@ -237,9 +329,16 @@ def test_forgery_in_the_middle_of_a_bundle(built: Built, store: Store) -> None:
 
 def _revoke(store: Store, built: Built, name: str, effective: int, at: int) -> int:
     batch = append.Batch(store)
-    batch.add(append.sign_statement(built.keys["authority"], origin=ORIGIN, kind="key_revoked", at=at, units=(),
-                                    data={"key": built.keys[name].public, "effective": effective,
-                                          "reason": "compromised"}))
+    batch.add(
+        append.sign_statement(
+            built.keys["authority"],
+            origin=ORIGIN,
+            kind="key_revoked",
+            at=at,
+            units=(),
+            data={"key": built.keys[name].public, "effective": effective, "reason": "compromised"},
+        )
+    )
     batch.commit()
     return batch.size - 1
 
@@ -273,7 +372,8 @@ def test_statements_signed_after_the_effective_time_are_flagged(built: Built, st
 
 
 def test_an_administrative_statement_signed_after_revocation_is_flagged_without_a_serial(
-        built: Built, store: Store) -> None:
+    built: Built, store: Store
+) -> None:
     approval_at = statement.decode(built.wires[8]).at
     _revoke(store, built, "authority", effective=approval_at, at=AT)
     report = verify_url(built.url)
@@ -332,32 +432,68 @@ def _size(ledger: Ledger) -> int:
 
 
 def test_cli_refuses_an_unregistered_key(ledger: Ledger) -> None:
-    ledger.record("fabricated", "tsmc", ["F1"], "--model", "H200-SXM5-141GB", "--site", "S", "--lot", "L",
-                  ok=True)
+    ledger.record(
+        "fabricated", "tsmc", ["F1"], "--model", "H200-SXM5-141GB", "--site", "S", "--lot", "L", ok=True
+    )
     size = _size(ledger)
-    _refused(ledger.record("shipped-to-us", "rogue", ["F1"], "--port-of-entry", "DFW", "--waybill", "W"),
-             "signer")
+    _refused(
+        ledger.record("shipped-to-us", "rogue", ["F1"], "--port-of-entry", "DFW", "--waybill", "W"), "signer"
+    )
     assert _size(ledger) == size
 
 
 def test_cli_refuses_a_key_without_the_role(ledger: Ledger) -> None:
     size = _size(ledger)
-    _refused(ledger.record("fabricated", "kerry", ["F2"], "--model", "H200-SXM5-141GB", "--site", "S",
-                           "--lot", "L"), "role")
-    _refused(ledger.cli("customer", "approve", "tsmc", "--cap", "1", "--license", "L", "--key",
-                        ledger.key("tsmc")), "role")
+    _refused(
+        ledger.record(
+            "fabricated", "kerry", ["F2"], "--model", "H200-SXM5-141GB", "--site", "S", "--lot", "L"
+        ),
+        "role",
+    )
+    _refused(
+        ledger.cli(
+            "customer", "approve", "tsmc", "--cap", "1", "--license", "L", "--key", ledger.key("tsmc")
+        ),
+        "role",
+    )
     assert _size(ledger) == size
 
 
 def test_cli_refuses_a_revoked_key_and_flags_its_late_work(ledger: Ledger) -> None:
     ledger.full_flow(["R1"], at="2026-02-01T00:00:00Z")
-    ledger.record("fabricated", "tsmc", ["R2"], "--model", "H200-SXM5-141GB", "--site", "S", "--lot", "L",
-                  "--at", "2026-03-01T12:00:00Z", ok=True)
-    ledger.cli("participant", "revoke-key", ledger.pub("tsmc"), "--at", "2026-03-01T00:00:00Z", "--reason",
-               "stolen", "--key", ledger.key("authority"), ok=True)
+    ledger.record(
+        "fabricated",
+        "tsmc",
+        ["R2"],
+        "--model",
+        "H200-SXM5-141GB",
+        "--site",
+        "S",
+        "--lot",
+        "L",
+        "--at",
+        "2026-03-01T12:00:00Z",
+        ok=True,
+    )
+    ledger.cli(
+        "participant",
+        "revoke-key",
+        ledger.pub("tsmc"),
+        "--at",
+        "2026-03-01T00:00:00Z",
+        "--reason",
+        "stolen",
+        "--key",
+        ledger.key("authority"),
+        ok=True,
+    )
     size = _size(ledger)
-    _refused(ledger.record("fabricated", "tsmc", ["R3"], "--model", "H200-SXM5-141GB", "--site", "S",
-                           "--lot", "L"), "revocation")
+    _refused(
+        ledger.record(
+            "fabricated", "tsmc", ["R3"], "--model", "H200-SXM5-141GB", "--site", "S", "--lot", "L"
+        ),
+        "revocation",
+    )
     assert _size(ledger) == size
     result = ledger.cli("verify", "--json")
     assert result.exit_code == 3, result.stderr
@@ -371,15 +507,48 @@ def test_cli_diversion_is_refused_then_recorded_as_evidence(ledger: Ledger) -> N
     nothing written); `--allow-violation` records it, and verify flags DIVERSION (exit 3, intact)."""
     serials = ["V1", "V2"]
     ledger.full_flow(["V0"])
-    ledger.record("fabricated", "tsmc", serials, "--model", "H200-SXM5-141GB", "--site", "S", "--lot", "L",
-                  ok=True)
+    ledger.record(
+        "fabricated", "tsmc", serials, "--model", "H200-SXM5-141GB", "--site", "S", "--lot", "L", ok=True
+    )
     ledger.record("shipped-to-us", "kerry", serials, "--port-of-entry", "DFW", "--waybill", "W", ok=True)
-    ledger.record("inspected", "uslab", serials, "--result", "pass", "--site", "Lab", "--country", "US",
-                  "--report", "R", ok=True)
-    ledger.record("duty-paid", "cbp", serials, "--entry", "E-V", "--entered-value", "40000.00", "--duty",
-                  "10000.00", ok=True)
-    ledger.record("re-exported", "nvidia", serials, "--consignee", "alibaba", "--license", "LIC-1",
-                  "--destination", "CN", ok=True)
+    ledger.record(
+        "inspected",
+        "uslab",
+        serials,
+        "--result",
+        "pass",
+        "--site",
+        "Lab",
+        "--country",
+        "US",
+        "--report",
+        "R",
+        ok=True,
+    )
+    ledger.record(
+        "duty-paid",
+        "cbp",
+        serials,
+        "--entry",
+        "E-V",
+        "--entered-value",
+        "40000.00",
+        "--duty",
+        "10000.00",
+        ok=True,
+    )
+    ledger.record(
+        "re-exported",
+        "nvidia",
+        serials,
+        "--consignee",
+        "alibaba",
+        "--license",
+        "LIC-1",
+        "--destination",
+        "CN",
+        ok=True,
+    )
     size = _size(ledger)
     refused = ledger.record("received", "bytedance", serials, "--site", "Beijing")
     assert refused.exit_code == 1 and "DIVERSION" in refused.stderr and refused.stdout == ""

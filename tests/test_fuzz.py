@@ -9,6 +9,7 @@ A deadline on every example catches a hang. `max_examples` stays modest so the s
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -38,10 +39,16 @@ from ledger.errors import (
 from ledger.store import Store
 from tests.test_tamper import Built, build_ledger, bundle_of
 
-FAST = settings(max_examples=200, deadline=timedelta(seconds=5),
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-CLI = settings(max_examples=40, deadline=timedelta(seconds=20),
-               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FAST = settings(
+    max_examples=200,
+    deadline=timedelta(seconds=5),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+CLI = settings(
+    max_examples=25,
+    deadline=timedelta(seconds=20),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +65,11 @@ def mutate(data: bytes, draw: st.DataObject) -> bytes:
         return draw.draw(st.binary(max_size=20))
     at = draw.draw(st.integers(0, len(data) - 1))
     if how == "flip":
-        return data[:at] + bytes([data[at] ^ draw.draw(st.integers(1, 255))]) + data[at + 1:]
+        return data[:at] + bytes([data[at] ^ draw.draw(st.integers(1, 255))]) + data[at + 1 :]
     if how == "insert":
         return data[:at] + draw.draw(st.binary(min_size=1, max_size=8)) + data[at:]
     if how == "delete":
-        return data[:at] + data[at + draw.draw(st.integers(1, 8)):]
+        return data[:at] + data[at + draw.draw(st.integers(1, 8)) :]
     if how == "truncate":
         return data[:at]
     if how == "duplicate":
@@ -79,10 +86,8 @@ def mutate(data: bytes, draw: st.DataObject) -> bytes:
 @given(st.data())
 def test_statement_decode_of_mutated_wire_forms(built: Built, data: st.DataObject) -> None:
     wire = data.draw(st.sampled_from(built.wires))
-    try:
+    with contextlib.suppress(EncodingInvalid):
         statement.decode(mutate(wire, data))
-    except EncodingInvalid:
-        pass
 
 
 @FAST
@@ -91,24 +96,32 @@ def test_statement_decode_of_mutated_bodies(built: Built, data: st.DataObject) -
     """Bodies changed and re-wrapped, so the framing is right and the body parser meets the damage."""
     s = statement.decode(data.draw(st.sampled_from(built.wires)))
     body = mutate(s.body, data)
-    try:
+    with contextlib.suppress(EncodingInvalid):
         statement.decode(msgpack.packb([body, s.signature], use_bin_type=True))
-    except EncodingInvalid:
-        pass
 
 
 @FAST
-@given(st.recursive(st.one_of(st.integers(-(2**63), 2**64 - 1), st.text(max_size=10), st.binary(max_size=40),
-                              st.none(), st.booleans(), st.floats()),
-                    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                            st.dictionaries(st.sampled_from(sorted(statement.BODY_KEYS) + ["x"]),
-                                                            inner, max_size=8)), max_leaves=25))
+@given(
+    st.recursive(
+        st.one_of(
+            st.integers(-(2**63), 2**64 - 1),
+            st.text(max_size=10),
+            st.binary(max_size=40),
+            st.none(),
+            st.booleans(),
+            st.floats(),
+        ),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.dictionaries(st.sampled_from([*sorted(statement.BODY_KEYS), "x"]), inner, max_size=8),
+        ),
+        max_leaves=25,
+    )
+)
 def test_statement_decode_of_arbitrary_msgpack_documents(document: Any) -> None:
     body = msgpack.packb(document, use_bin_type=True)
-    try:
+    with contextlib.suppress(EncodingInvalid):
         statement.decode(msgpack.packb([body, bytes(64)], use_bin_type=True))
-    except EncodingInvalid:
-        pass
 
 
 # --- bundles ------------------------------------------------------------------------------------------
@@ -117,8 +130,9 @@ def test_statement_decode_of_arbitrary_msgpack_documents(document: Any) -> None:
 def _verify_bundle(data: bytes) -> verification.Report | None:
     now = append.now_us()
     try:
-        return verification.verify_bundle(Path("fuzz.bundle"), verification.Options(now=now, as_of=now, workers=1),
-                                          io.BytesIO(data))
+        return verification.verify_bundle(
+            Path("fuzz.bundle"), verification.Options(now=now, as_of=now, workers=1), io.BytesIO(data)
+        )
     except NotALedger:
         return None
 
@@ -129,8 +143,17 @@ def test_mutated_bundles_fail_as_designed(built: Built, data: st.DataObject) -> 
     original = bundle_of(built.wires, built.checkpoints)
     changed = mutate(original, data)
     report = _verify_bundle(changed)
-    if changed != original:
-        assert report is None or not report.intact
+    if report is not None and report.intact:
+        assert _shortened(changed, built)
+
+
+def _shortened(data: bytes, built: Built) -> bool:
+    """Whether `data` is the bundle cut short at an object boundary: the only change that verifies
+    (DESIGN.md: verify then warns that no checkpoint covers the newest statements)."""
+    reader = bundle.open_bundle(io.BytesIO(data))
+    wires = [wire for _, wire in reader.statements()]
+    notes = list(reader.checkpoints())
+    return wires == built.wires[: len(wires)] and notes == built.checkpoints[: len(notes)]
 
 
 @FAST
@@ -170,10 +193,8 @@ def test_mutated_checkpoint_notes(built: Built, data: st.DataObject) -> None:
 @FAST
 @given(st.one_of(st.text(max_size=200), st.binary(max_size=200)))
 def test_arbitrary_text_as_a_checkpoint_note(text: str | bytes) -> None:
-    try:
+    with contextlib.suppress(NotALedger, CheckpointSignatureInvalid):
         checkpoint.parse_note(text)
-    except (NotALedger, CheckpointSignatureInvalid):
-        pass
 
 
 # --- proof files --------------------------------------------------------------------------------------
@@ -184,8 +205,9 @@ def proof(built: Built) -> bytes:
     transparency = pytest.importorskip("ledger.transparency")
     with Store(built.url, readonly=True) as store:
         data: bytes = transparency.build_proof(store, "U0000-0", now_us=append.now_us()).encode()
-    transparency.verify_proof_file(data, trusted=[built.keys["authority"].public], operator=None,
-                                   now_us=append.now_us())
+    transparency.verify_proof_file(
+        data, trusted=[built.keys["authority"].public], operator=None, now_us=append.now_us()
+    )
     return data
 
 
@@ -196,8 +218,9 @@ def test_mutated_proof_files(built: Built, proof: bytes, data: st.DataObject) ->
 
     changed = mutate(proof, data)
     try:
-        transparency.verify_proof_file(changed, trusted=[built.keys["authority"].public], operator=None,
-                                       now_us=append.now_us())
+        transparency.verify_proof_file(
+            changed, trusted=[built.keys["authority"].public], operator=None, now_us=append.now_us()
+        )
     except (NotALedger, IntegrityError):
         return
     assert changed == proof  # pragma: no cover - a changed proof never verifies
@@ -208,10 +231,8 @@ def test_mutated_proof_files(built: Built, proof: bytes, data: st.DataObject) ->
 def test_arbitrary_bytes_as_a_proof_file(built: Built, proof: bytes, data: bytes) -> None:
     from ledger import transparency
 
-    try:
+    with contextlib.suppress(NotALedger, IntegrityError):
         transparency.parse_proof(data)
-    except (NotALedger, IntegrityError):
-        pass
 
 
 # --- policy TOML --------------------------------------------------------------------------------------
@@ -220,10 +241,8 @@ def test_arbitrary_bytes_as_a_proof_file(built: Built, proof: bytes, data: bytes
 @FAST
 @given(st.text(max_size=300))
 def test_arbitrary_text_as_a_policy(text: str) -> None:
-    try:
+    with contextlib.suppress(PolicyInvalid):
         policy.parse_policy(text)
-    except PolicyInvalid:
-        pass
 
 
 @FAST
@@ -231,10 +250,8 @@ def test_arbitrary_text_as_a_policy(text: str) -> None:
 def test_mutated_default_policy(data: st.DataObject) -> None:
     text = policy.DEFAULT_POLICY_TEXT.encode()
     changed = mutate(text, data).decode("utf-8", "replace")
-    try:
+    with contextlib.suppress(PolicyInvalid):
         policy.parse_policy(changed)
-    except PolicyInvalid:
-        pass
 
 
 # --- serials files, times, money, ids (the library's parsers) ----------------------------------------------
@@ -251,8 +268,12 @@ def test_serials_file_text(text: str) -> None:
 
 
 @FAST
-@given(st.one_of(st.text(max_size=40), st.from_regex(r"[0-9+-]{4,7}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.,Zz+-]{0,20})?",
-                                                     fullmatch=True)))
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.from_regex(r"[0-9+-]{4,7}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.,Zz+-]{0,20})?", fullmatch=True),
+    )
+)
 def test_times(text: str) -> None:
     try:
         micros = values.parse_time(text)
@@ -281,11 +302,16 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     key = keys.from_seed(bytes(range(32)))
     private, public = keys.write_keypair(directory, "plain", key, None, comment="k")
     encrypted, _ = keys.write_keypair(directory, "locked", key, b"pass", comment="k")
-    return {"private": private.read_bytes(), "public": public.read_bytes(), "encrypted": encrypted.read_bytes()}
+    return {
+        "private": private.read_bytes(),
+        "public": public.read_bytes(),
+        "encrypted": encrypted.read_bytes(),
+    }
 
 
-def _load_mutated(tmp_path_factory: pytest.TempPathFactory, original: bytes, kind: str,
-                  data: st.DataObject) -> None:
+def _load_mutated(
+    tmp_path_factory: pytest.TempPathFactory, original: bytes, kind: str, data: st.DataObject
+) -> None:
     path = tmp_path_factory.getbasetemp() / f"fuzz-{kind}"
     path.write_bytes(mutate(original, data))
     path.chmod(0o600)
@@ -300,16 +326,18 @@ def _load_mutated(tmp_path_factory: pytest.TempPathFactory, original: bytes, kin
 
 @FAST
 @given(st.data())
-def test_mutated_key_files(tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, bytes],
-                           data: st.DataObject) -> None:
+def test_mutated_key_files(
+    tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, bytes], data: st.DataObject
+) -> None:
     kind = data.draw(st.sampled_from(["private", "public"]))
     _load_mutated(tmp_path_factory, key_files[kind], kind, data)
 
 
 @settings(FAST, max_examples=25)  # each one that parses runs bcrypt-pbkdf
 @given(st.data())
-def test_mutated_encrypted_key_files(tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, bytes],
-                                     data: st.DataObject) -> None:
+def test_mutated_encrypted_key_files(
+    tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, bytes], data: st.DataObject
+) -> None:
     _load_mutated(tmp_path_factory, key_files["encrypted"], "encrypted", data)
 
 
@@ -320,10 +348,8 @@ def test_arbitrary_bytes_as_key_files(tmp_path_factory: pytest.TempPathFactory, 
     path.write_bytes(data)
     path.chmod(0o600)
     for load in (keys.load_public, lambda p: keys.load_private(p, lambda: b"pass")):
-        try:
+        with contextlib.suppress(KeyFileError):
             load(path)
-        except KeyFileError:
-            pass
 
 
 # --- the command line: dates, money, serials files, bundles, notes and proofs as files ------------------
@@ -378,8 +404,22 @@ def test_cli_times_elsewhere(cli_ledger: dict[str, str], text: str, where: str) 
     if where == "history":
         result = _run("--db", cli_ledger["db"], "history", "U0000-0", "--at", text)
     else:  # a unit with no chain: whatever the time, nothing is recorded
-        result = _run("--db", cli_ledger["db"], "record", "shipped-to-us", "--key", cli_ledger["kerry"],
-                      "--serial", "GHOST", "--port-of-entry", "DFW", "--waybill", "W", "--at", text)
+        result = _run(
+            "--db",
+            cli_ledger["db"],
+            "record",
+            "shipped-to-us",
+            "--key",
+            cli_ledger["kerry"],
+            "--serial",
+            "GHOST",
+            "--port-of-entry",
+            "DFW",
+            "--waybill",
+            "W",
+            "--at",
+            text,
+        )
         assert result.exit_code != 0
     clean(result)
 
@@ -387,42 +427,71 @@ def test_cli_times_elsewhere(cli_ledger: dict[str, str], text: str, where: str) 
 @CLI
 @given(TEXT, TEXT)
 def test_cli_money(cli_ledger: dict[str, str], value: str, duty: str) -> None:
-    result = _run("--db", cli_ledger["db"], "record", "duty-paid", "--key", cli_ledger["cbp"], "--serial", "GHOST",
-                  "--entry", "E", "--entered-value", value, "--duty", duty)
+    result = _run(
+        "--db",
+        cli_ledger["db"],
+        "record",
+        "duty-paid",
+        "--key",
+        cli_ledger["cbp"],
+        "--serial",
+        "GHOST",
+        "--entry",
+        "E",
+        "--entered-value",
+        value,
+        "--duty",
+        duty,
+    )
     clean(result)
     assert result.exit_code in (1, 2)
 
 
 @CLI
 @given(st.binary(max_size=200))
-def test_cli_serials_files(cli_ledger: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                           data: bytes) -> None:
+def test_cli_serials_files(
+    cli_ledger: dict[str, str], tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
     path = tmp_path_factory.mktemp("serials") / "serials.txt"
     path.write_bytes(data)
-    result = _run("--db", cli_ledger["db"], "record", "shipped-to-us", "--key", cli_ledger["kerry"],
-                  "--serials-file", str(path), "--port-of-entry", "DFW", "--waybill", "W")
+    result = _run(
+        "--db",
+        cli_ledger["db"],
+        "record",
+        "shipped-to-us",
+        "--key",
+        cli_ledger["kerry"],
+        "--serials-file",
+        str(path),
+        "--port-of-entry",
+        "DFW",
+        "--waybill",
+        "W",
+    )
     clean(result)
     assert result.exit_code in (1, 2)  # every serial there is GHOST-like: no chain, or bad input
 
 
 @CLI
 @given(st.data())
-def test_cli_bundles(cli_ledger: dict[str, str], built: Built, tmp_path_factory: pytest.TempPathFactory,
-                     data: st.DataObject) -> None:
+def test_cli_bundles(
+    cli_ledger: dict[str, str], built: Built, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     path = tmp_path_factory.mktemp("bundles") / "fuzz.bundle"
     original = bundle_of(built.wires, built.checkpoints)
     changed = mutate(original, data)
     path.write_bytes(changed)
     result = _run("verify", str(path), "--json")
     clean(result)
-    if changed != original:
-        assert result.exit_code in (1, 2)
+    if result.exit_code in (0, 3):
+        assert _shortened(changed, built)
 
 
 @CLI
 @given(st.data())
-def test_cli_checkpoint_files(cli_ledger: dict[str, str], built: Built, tmp_path_factory: pytest.TempPathFactory,
-                              data: st.DataObject) -> None:
+def test_cli_checkpoint_files(
+    cli_ledger: dict[str, str], built: Built, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     path = tmp_path_factory.mktemp("notes") / "checkpoint.txt"
     path.write_bytes(mutate(built.checkpoints[0].encode(), data))
     clean(_run("--db", cli_ledger["db"], "verify", "--checkpoint", str(path)))
@@ -430,8 +499,9 @@ def test_cli_checkpoint_files(cli_ledger: dict[str, str], built: Built, tmp_path
 
 @CLI
 @given(st.data())
-def test_cli_proof_files(cli_ledger: dict[str, str], proof: bytes, tmp_path_factory: pytest.TempPathFactory,
-                         data: st.DataObject) -> None:
+def test_cli_proof_files(
+    cli_ledger: dict[str, str], proof: bytes, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     path = tmp_path_factory.mktemp("proofs") / "unit.proof"
     changed = mutate(proof, data)
     path.write_bytes(changed)
@@ -443,12 +513,25 @@ def test_cli_proof_files(cli_ledger: dict[str, str], proof: bytes, tmp_path_fact
 
 @CLI
 @given(TEXT)
-def test_cli_policy_files(cli_ledger: dict[str, str], tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+def test_cli_policy_files(
+    cli_ledger: dict[str, str], tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
     path = tmp_path_factory.mktemp("policies") / "policy.toml"
     path.write_text(text, encoding="utf-8")
     directory = tmp_path_factory.mktemp("newledger")
-    result = _run("--db", str(directory / "custody.db"), "init", "--origin", "custody.test/fuzz", "--authority",
-                  cli_ledger["authority"], "--operator", cli_ledger["operator.pub"], "--policy", str(path))
+    result = _run(
+        "--db",
+        str(directory / "custody.db"),
+        "init",
+        "--origin",
+        "custody.test/fuzz",
+        "--authority",
+        cli_ledger["authority"],
+        "--operator",
+        cli_ledger["operator.pub"],
+        "--policy",
+        str(path),
+    )
     clean(result)
     if result.exit_code == 2:
         assert not (directory / "custody.db").exists() or _empty_ledger(directory / "custody.db")

@@ -483,3 +483,18 @@ def test_cli_tampered_database_fails_with_any_workers(sqlite_ledger: Ledger) -> 
         assert [f["check"] for f in document["failures"]] == ["unit_links"]
         outcomes.append(document)
     assert outcomes[0] == outcomes[1]
+
+
+def test_tamper_suite_with_all_workers() -> None:
+    """The adversarial suite (`test_tamper.py`, SQLite) again, every verification in worker processes
+    with tiny chunks (`tests/all_workers.py`): the same probes must fail the same way."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "CUSTODY_TEST_PG"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           "-p", "tests.all_workers", str(root / "tests" / "test_tamper.py")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from commands.main import app
 from ledger.errors import StoreError
-from ledger.store import PostgresTarget, Store, parse_postgres_url, redact
+from ledger.store import PostgresTarget, Store, _advisory_key, parse_postgres_url, redact
 from tests.conftest import PG_ENV, Ledger, make_keys
 from tests.test_concurrency import CUSTODY, check_ledger
 
@@ -258,6 +258,40 @@ def test_store_passes_no_empty_password_to_the_pool() -> None:
         assert kwargs["options"] == f'-c search_path="{store.schema}"'
     with _admin() as conn:
         conn.execute(f'DROP SCHEMA "{store.schema}" CASCADE')
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_writer_waits_for_the_append_lock_then_fails_clearly(ledger: Ledger) -> None:
+    """Another writer holds the append lock (a huge import, say): a writer waits CUSTODY_LOCK_TIMEOUT
+    seconds, then exit 2 and one line; nothing is written. Released in time, it just waits."""
+    ledger.record("fabricated", "tsmc", ["LOCK-1"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L",
+                  ok=True)
+    before = check_ledger(ledger.db)
+    key = _advisory_key(parse_postgres_url(ledger.db).schema, "stored_events")
+    args = [CUSTODY, "--db", ledger.db, "record", "shipped-to-us", "--key", ledger.key("kerry"), "--serial",
+            "LOCK-1", "--port-of-entry", "DFW", "--waybill", "W"]
+    with _admin() as holder:
+        holder.autocommit = False
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        started = time.monotonic()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "CUSTODY_LOCK_TIMEOUT": "1"})
+        waited = time.monotonic() - started
+        holder.rollback()
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "is locked by another writer (waited 1 s" in done.stderr and redact(ledger.db) in done.stderr
+    assert waited < 10
+    assert check_ledger(ledger.db) == before
+
+    with _admin() as holder:
+        holder.autocommit = False
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        holder.rollback()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert check_ledger(ledger.db, caught_up=True) == before + 1
 
 
 RUNTIME_GRANTS = """

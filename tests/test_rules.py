@@ -35,23 +35,47 @@ def _key(n: int) -> PrivateKey:
 AUTHORITY, OPERATOR, TSMC, KERRY, ALIBABA, ROGUE, CO_AUTHORITY = (_key(i) for i in range(1, 8))
 
 
-def sign(key: PrivateKey, kind: str, data: dict[str, Any], units: list[tuple[str, bytes]] | None = None,
-         at: int = T0 + 100 * SECOND, origin: str = ORIGIN, signer: str | None = None) -> Statement:
-    body = encode_body(origin=origin, kind=kind, at=at, signer=signer or key.key_id, units=units or [],
-                       data=data)
+def sign(
+    key: PrivateKey,
+    kind: str,
+    data: dict[str, Any],
+    units: list[tuple[str, bytes]] | None = None,
+    at: int = T0 + 100 * SECOND,
+    origin: str = ORIGIN,
+    signer: str | None = None,
+) -> Statement:
+    body = encode_body(
+        origin=origin, kind=kind, at=at, signer=signer or key.key_id, units=units or [], data=data
+    )
     return assemble(body, key.sign(signed_message(body)))
 
 
-def genesis(authorities: list[bytes] | None = None, signer: PrivateKey = AUTHORITY,
-            policy: str = DEFAULT_POLICY_TEXT, operator: bytes | None = None) -> Statement:
-    return sign(signer, "ledger_opened", {"authorities": authorities or [AUTHORITY.public, CO_AUTHORITY.public],
-                                          "operator": operator or OPERATOR.public, "policy": policy}, at=T0)
+def genesis(
+    authorities: list[bytes] | None = None,
+    signer: PrivateKey = AUTHORITY,
+    policy: str = DEFAULT_POLICY_TEXT,
+    operator: bytes | None = None,
+) -> Statement:
+    return sign(
+        signer,
+        "ledger_opened",
+        {
+            "authorities": authorities or [AUTHORITY.public, CO_AUTHORITY.public],
+            "operator": operator or OPERATOR.public,
+            "policy": policy,
+        },
+        at=T0,
+    )
 
 
 def register(pid: str, role: str, key: PrivateKey | bytes, signer: PrivateKey = AUTHORITY) -> Statement:
     public = key if isinstance(key, bytes) else key.public
-    return sign(signer, "participant_registered", {"id": pid, "name": pid, "country": "US", "roles": [role],
-                                                   "key": public}, at=T0 + SECOND)
+    return sign(
+        signer,
+        "participant_registered",
+        {"id": pid, "name": pid, "country": "US", "roles": [role], "key": public},
+        at=T0 + SECOND,
+    )
 
 
 class Book:
@@ -81,22 +105,42 @@ def book() -> Book:
     b.add(register("kerry", "carrier", KERRY))
     b.add(register("alibaba", "customer", ALIBABA))
     b.add(sign(AUTHORITY, "customer_approved", {"id": "alibaba", "cap": 10, "license": "L"}))
-    b.add(sign(TSMC, "fabricated", {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"},
-               [("A", ZERO_HASH), ("B", ZERO_HASH)], at=T0 + 10 * SECOND))
+    b.add(
+        sign(
+            TSMC,
+            "fabricated",
+            {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"},
+            [("A", ZERO_HASH), ("B", ZERO_HASH)],
+            at=T0 + 10 * SECOND,
+        )
+    )
     return b
 
 
-def ship(book: Book, serials: list[str] | None = None, key: PrivateKey = KERRY, at: int = T0 + 20 * SECOND,
-         prev: bytes | None = None, origin: str = ORIGIN) -> Statement:
+def ship(
+    book: Book,
+    serials: list[str] | None = None,
+    key: PrivateKey = KERRY,
+    at: int = T0 + 20 * SECOND,
+    prev: bytes | None = None,
+    origin: str = ORIGIN,
+) -> Statement:
     serials = serials or ["A"]
-    units = [(s, prev if prev is not None else (book.head(s) if s in book.state.units else ZERO_HASH))
-             for s in serials]
+    units = [
+        (s, prev if prev is not None else (book.head(s) if s in book.state.units else ZERO_HASH))
+        for s in serials
+    ]
     return sign(key, "shipped_to_us", {"port_of_entry": "DFW", "waybill": "W"}, units, at=at, origin=origin)
 
 
 def _snapshot(state: State) -> Any:
-    return (state.authority_row(), {s: u.to_row() for s, u in state.units.items()},
-            {c: v.to_row() for c, v in state.customers.items()}, list(state.findings), dict(state.signed))
+    return (
+        state.authority_row(),
+        {s: u.to_row() for s, u in state.units.items()},
+        {c: v.to_row() for c, v in state.customers.items()},
+        list(state.findings),
+        dict(state.signed),
+    )
 
 
 def _expect(book: Book, statement: Statement, error: type[IntegrityError], check: str, **kw: Any) -> None:
@@ -274,8 +318,13 @@ def test_revocation_acts_on_what_follows_only(book: Book) -> None:
 def test_stale_prev(book: Book) -> None:
     first = ship(book)
     book.add(first)
-    replay = sign(KERRY, "shipped_to_us", {"port_of_entry": "DFW", "waybill": "W2"},
-                  [("A", first.units[0][1])], at=T0 + 30 * SECOND)  # links to A's previous head: a fork
+    replay = sign(
+        KERRY,
+        "shipped_to_us",
+        {"port_of_entry": "DFW", "waybill": "W2"},
+        [("A", first.units[0][1])],
+        at=T0 + 30 * SECOND,
+    )  # links to A's previous head: a fork
     _expect(book, replay, errors.ChainBroken, "chain")
 
 
@@ -294,22 +343,33 @@ def test_step_of_a_unit_with_no_chain(book: Book) -> None:
 
 
 def test_second_fabricated(book: Book) -> None:
-    again = sign(TSMC, "fabricated", {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"}, [("A", ZERO_HASH)],
-                 at=T0 + 30 * SECOND)
+    again = sign(
+        TSMC,
+        "fabricated",
+        {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"},
+        [("A", ZERO_HASH)],
+        at=T0 + 30 * SECOND,
+    )
     _expect(book, again, errors.ChainBroken, "chain")
 
 
 def test_fabricated_with_a_non_zero_prev(book: Book) -> None:
-    odd = sign(TSMC, "fabricated", {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"}, [("C", b"\x01" * 32)],
-               at=T0 + 30 * SECOND)
+    odd = sign(
+        TSMC,
+        "fabricated",
+        {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"},
+        [("C", b"\x01" * 32)],
+        at=T0 + 30 * SECOND,
+    )
     _expect(book, odd, errors.ChainBroken, "chain")
 
 
 def test_one_bad_unit_refuses_the_whole_statement(book: Book) -> None:
     """A and B in one statement; B's prev is stale: nothing of it is applied."""
     units = [("A", book.head("A")), ("B", b"\x02" * 32)]
-    statement = sign(KERRY, "shipped_to_us", {"port_of_entry": "DFW", "waybill": "W"}, units,
-                     at=T0 + 20 * SECOND)
+    statement = sign(
+        KERRY, "shipped_to_us", {"port_of_entry": "DFW", "waybill": "W"}, units, at=T0 + 20 * SECOND
+    )
     _expect(book, statement, errors.ChainBroken, "chain")
 
 
@@ -362,15 +422,42 @@ def test_signer_is_checked_before_the_chain(book: Book) -> None:
 
 
 def test_check_names_match_design() -> None:
-    assert {cls.check for cls in (errors.EncodingInvalid, errors.OriginMismatch, errors.GenesisUntrusted,
-                                  errors.SignatureInvalid, errors.SignerUnknown, errors.RoleMissing,
-                                  errors.KeyRevoked, errors.ChainBroken, errors.TimeInvalid,
-                                  errors.LogIndexInvalid, errors.UnitLinksInvalid,
-                                  errors.CheckpointSignatureInvalid, errors.RootMismatch,
-                                  errors.CheckpointInconsistent, errors.CosignatureMissing)} == {
-        "encoding", "origin", "genesis_trust", "signature", "signer", "role", "revocation", "chain", "time",
-        "log_index", "unit_links", "checkpoint_signature", "checkpoint_root", "checkpoint_consistency",
-        "cosignature"}
+    assert {
+        cls.check
+        for cls in (
+            errors.EncodingInvalid,
+            errors.OriginMismatch,
+            errors.GenesisUntrusted,
+            errors.SignatureInvalid,
+            errors.SignerUnknown,
+            errors.RoleMissing,
+            errors.KeyRevoked,
+            errors.ChainBroken,
+            errors.TimeInvalid,
+            errors.LogIndexInvalid,
+            errors.UnitLinksInvalid,
+            errors.CheckpointSignatureInvalid,
+            errors.RootMismatch,
+            errors.CheckpointInconsistent,
+            errors.CosignatureMissing,
+        )
+    } == {
+        "encoding",
+        "origin",
+        "genesis_trust",
+        "signature",
+        "signer",
+        "role",
+        "revocation",
+        "chain",
+        "time",
+        "log_index",
+        "unit_links",
+        "checkpoint_signature",
+        "checkpoint_root",
+        "checkpoint_consistency",
+        "cosignature",
+    }
 
 
 def test_small_order_keys_are_detected() -> None:

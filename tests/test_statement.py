@@ -1,4 +1,4 @@
-"""Canonical msgpack, statement bodies, key ids, signatures, hashes and the wire form (DESIGN.md "Statements").
+"""Canonical msgpack, statement bodies, key ids, signatures, hashes, the wire form (DESIGN.md "Statements").
 
 Known answers are assembled here byte by byte, independently of `ledger.canonical`; every other encoding
 of the same value is a probe that must be refused. Hypothesis supplies the round trips ("encode → decode →
@@ -44,8 +44,17 @@ def _uint(value: int, width: int | None) -> bytes:
 def _sint(value: int, width: int | None) -> bytes:
     """A negative integer at `width` bytes (0: negative fixint), or the smallest if None."""
     if width is None:
-        width = (0 if value >= -32 else 1 if value >= -(2**7) else 2 if value >= -(2**15)
-                 else 4 if value >= -(2**31) else 8)
+        width = (
+            0
+            if value >= -32
+            else 1
+            if value >= -(2**7)
+            else 2
+            if value >= -(2**15)
+            else 4
+            if value >= -(2**31)
+            else 8
+        )
     if width == 0:
         assert value >= -32
         return struct.pack(">b", value)
@@ -53,9 +62,13 @@ def _sint(value: int, width: int | None) -> bytes:
     return bytes([tag]) + value.to_bytes(width, "big", signed=True)
 
 
-def _header(size: int, fix_base: int | None, fix_limit: int, tags: dict[int, int], width: int | None) -> bytes:
+def _header(
+    size: int, fix_base: int | None, fix_limit: int, tags: dict[int, int], width: int | None
+) -> bytes:
     if width is None:
-        width = 0 if fix_base is not None and size < fix_limit else min(w for w in tags if size < 2 ** (8 * w))
+        width = (
+            0 if fix_base is not None and size < fix_limit else min(w for w in tags if size < 2 ** (8 * w))
+        )
     if width == 0:
         assert fix_base is not None and size < fix_limit
         return bytes([fix_base + size])
@@ -106,19 +119,43 @@ def encode_ext(code: int, data: bytes) -> bytes:
 # --- canonical msgpack: known answers ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (0, "00"), (127, "7f"), (128, "cc80"), (255, "ccff"), (256, "cd0100"), (65535, "cdffff"),
-    (65536, "ce00010000"), (2**32 - 1, "ceffffffff"), (2**32, "cf0000000100000000"),
-    (2**64 - 1, "cfffffffffffffffff"),
-    (-1, "ff"), (-32, "e0"), (-33, "d0df"), (-128, "d080"), (-129, "d1ff7f"), (-(2**15), "d18000"),
-    (-(2**15) - 1, "d2ffff7fff"), (-(2**31) - 1, "d3ffffffff7fffffff"), (-(2**63), "d38000000000000000"),
-    ("", "a0"), ("a" * 31, "bf" + "61" * 31), ("a" * 32, "d920" + "61" * 32),
-    ("é", "a2c3a9"), (b"", "c400"), (b"\x00" * 256, "c50100" + "00" * 256),
-    ([], "90"), ([0] * 15, "9f" + "00" * 15), ([0] * 16, "dc0010" + "00" * 16),
-    ({}, "80"), ({"b": 1, "a": 2}, "82a16102a16201"),
-    ({"z": 0, "é": 0, "a": 0}, "83a16100a17a00a2c3a900"),  # UTF-8 byte order: "z" (7a) before "é" (c3 a9)
-    ({"aa": 0, "a": 0, "b": 0}, "83a16100a2616100a16200"),  # a prefix sorts first
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0, "00"),
+        (127, "7f"),
+        (128, "cc80"),
+        (255, "ccff"),
+        (256, "cd0100"),
+        (65535, "cdffff"),
+        (65536, "ce00010000"),
+        (2**32 - 1, "ceffffffff"),
+        (2**32, "cf0000000100000000"),
+        (2**64 - 1, "cfffffffffffffffff"),
+        (-1, "ff"),
+        (-32, "e0"),
+        (-33, "d0df"),
+        (-128, "d080"),
+        (-129, "d1ff7f"),
+        (-(2**15), "d18000"),
+        (-(2**15) - 1, "d2ffff7fff"),
+        (-(2**31) - 1, "d3ffffffff7fffffff"),
+        (-(2**63), "d38000000000000000"),
+        ("", "a0"),
+        ("a" * 31, "bf" + "61" * 31),
+        ("a" * 32, "d920" + "61" * 32),
+        ("é", "a2c3a9"),
+        (b"", "c400"),
+        (b"\x00" * 256, "c50100" + "00" * 256),
+        ([], "90"),
+        ([0] * 15, "9f" + "00" * 15),
+        ([0] * 16, "dc0010" + "00" * 16),
+        ({}, "80"),
+        ({"b": 1, "a": 2}, "82a16102a16201"),
+        ({"z": 0, "é": 0, "a": 0}, "83a16100a17a00a2c3a900"),  # UTF-8 byte order: "z" (7a) before "é" (c3 a9)
+        ({"aa": 0, "a": 0, "b": 0}, "83a16100a2616100a16200"),  # a prefix sorts first
+    ],
+)
 def test_canonical_known_answers(value: Any, expected: str) -> None:
     assert canonical.pack(value).hex() == expected
     assert encode(value).hex() == expected  # our writer agrees, so it can make the probes below
@@ -129,9 +166,25 @@ def test_tuples_pack_as_lists() -> None:
     assert canonical.pack(("a", (1, 2))) == canonical.pack(["a", [1, 2]])
 
 
-@pytest.mark.parametrize("value", [None, True, False, 1.5, 0.0, float("nan"), {1: "int key"}, {b"k": 1},
-                                   {"nested": [None]}, set(), object(), 2**64, -(2**63) - 1,
-                                   msgpack.ExtType(1, b"x")])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        1.5,
+        0.0,
+        float("nan"),
+        {1: "int key"},
+        {b"k": 1},
+        {"nested": [None]},
+        set(),
+        object(),
+        2**64,
+        -(2**63) - 1,
+        msgpack.ExtType(1, b"x"),
+    ],
+)
 def test_pack_refuses_values_outside_the_subset(value: Any) -> None:
     with pytest.raises(EncodingInvalid):
         canonical.pack(value)
@@ -207,11 +260,19 @@ def test_nesting_within_the_limit_is_fine() -> None:
 
 # --- canonical msgpack: properties ---------------------------------------------------------------------
 
-_ints = st.one_of(st.integers(-(2**63), 2**64 - 1), st.integers(-40, 300),
-                  st.sampled_from([127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, -32, -33, -128, -129]))
+_ints = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.integers(-40, 300),
+    st.sampled_from([127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, -32, -33, -128, -129]),
+)
 _leaves = st.one_of(_ints, st.text(max_size=40), st.binary(max_size=40))
-VALUES = st.recursive(_leaves, lambda inner: st.one_of(
-    st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=6)), max_leaves=20)
+VALUES = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=6)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -224,12 +285,18 @@ def test_round_trip(value: Any) -> None:
     assert canonical.pack(decoded) == packed
 
 
-WIDTH_CHOICES = {"int": [None, 1, 2, 4, 8], "str": [None, 1, 2, 4], "bin": [None, 1, 2, 4],
-                 "array": [None, 2, 4], "map": [None, 2, 4]}
+WIDTH_CHOICES = {
+    "int": [None, 1, 2, 4, 8],
+    "str": [None, 1, 2, 4],
+    "bin": [None, 1, 2, 4],
+    "array": [None, 2, 4],
+    "map": [None, 2, 4],
+}
 
 
 def _fits(value: Any, widths: dict[str, int | None]) -> bool:
     """Whether every integer and length in `value` can be written at the forced widths."""
+
     def ok(o: Any) -> bool:
         if isinstance(o, int):
             w = widths.get("int")
@@ -244,14 +311,19 @@ def _fits(value: Any, widths: dict[str, int | None]) -> bool:
         if isinstance(o, dict):
             return all(ok(k) and ok(v) for k, v in o.items())
         return True
+
     return ok(value)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(VALUES, st.fixed_dictionaries({k: st.sampled_from(v) for k, v in WIDTH_CHOICES.items()}),
-       st.sampled_from(["sorted", "reversed", "given"]))
-def test_any_other_encoding_of_the_same_value_is_refused(value: Any, widths: dict[str, int | None],
-                                                         order: str) -> None:
+@given(
+    VALUES,
+    st.fixed_dictionaries({k: st.sampled_from(v) for k, v in WIDTH_CHOICES.items()}),
+    st.sampled_from(["sorted", "reversed", "given"]),
+)
+def test_any_other_encoding_of_the_same_value_is_refused(
+    value: Any, widths: dict[str, int | None], order: str
+) -> None:
     assume(_fits(value, widths))
     other = encode(value, widths, order)
     if other == canonical.pack(value):
@@ -263,7 +335,9 @@ def test_any_other_encoding_of_the_same_value_is_refused(value: Any, widths: dic
 
 @settings(max_examples=150, deadline=None)
 @given(VALUES, st.data())
-def test_any_single_byte_change_is_refused_or_another_canonical_value(value: Any, data: st.DataObject) -> None:
+def test_any_single_byte_change_is_refused_or_another_canonical_value(
+    value: Any, data: st.DataObject
+) -> None:
     packed = canonical.pack(value)
     position = data.draw(st.integers(0, len(packed) - 1))
     mask = data.draw(st.integers(1, 255))
@@ -295,12 +369,14 @@ def test_key_id_is_the_sha256_of_the_raw_public_key() -> None:
     assert KEY.key_id == "21fe31dfa154a261626bf854046fd2271b7bed4b6abe45aa58877ef47f9721b9"
 
 
-def _fabricated(units: list[tuple[str, bytes]] | None = None, at: int = 1_767_225_600_000_000,
-                **data: Any) -> statement.Statement:
+def _fabricated(
+    units: list[tuple[str, bytes]] | None = None, at: int = 1_767_225_600_000_000, **data: Any
+) -> statement.Statement:
     fields = {"model": "H200-SXM5-141GB", "site": "Fab 18", "lot": "L1", **data}
     units = units if units is not None else [("SN-1", ZERO_HASH)]
-    body = statement.encode_body(origin=ORIGIN, kind="fabricated", at=at, signer=KEY.key_id, units=units,
-                                 data=fields)
+    body = statement.encode_body(
+        origin=ORIGIN, kind="fabricated", at=at, signer=KEY.key_id, units=units, data=fields
+    )
     return statement.assemble(body, KEY.sign(SIGNATURE_PREFIX + body))
 
 
@@ -309,14 +385,32 @@ def test_body_wire_hash_and_signature_known_answer() -> None:
     s = _fabricated()
     by_hand = (
         b"\x87"
-        + b"\xa2at" + b"\xcf" + (1_767_225_600_000_000).to_bytes(8, "big")
-        + b"\xa4data" + b"\x83" + b"\xa3lot" + b"\xa2L1" + b"\xa5model" + b"\xafH200-SXM5-141GB"
-        + b"\xa4site" + b"\xa6Fab 18"
-        + b"\xa4kind" + b"\xaafabricated"
-        + b"\xa6origin" + b"\xb6" + ORIGIN.encode()
-        + b"\xa6signer" + b"\xd9\x40" + KEY.key_id.encode()
-        + b"\xa5units" + b"\x91\x92" + b"\xa4SN-1" + b"\xc4\x20" + bytes(32)
-        + b"\xa1v" + b"\x01"
+        + b"\xa2at"
+        + b"\xcf"
+        + (1_767_225_600_000_000).to_bytes(8, "big")
+        + b"\xa4data"
+        + b"\x83"
+        + b"\xa3lot"
+        + b"\xa2L1"
+        + b"\xa5model"
+        + b"\xafH200-SXM5-141GB"
+        + b"\xa4site"
+        + b"\xa6Fab 18"
+        + b"\xa4kind"
+        + b"\xaafabricated"
+        + b"\xa6origin"
+        + b"\xb6"
+        + ORIGIN.encode()
+        + b"\xa6signer"
+        + b"\xd9\x40"
+        + KEY.key_id.encode()
+        + b"\xa5units"
+        + b"\x91\x92"
+        + b"\xa4SN-1"
+        + b"\xc4\x20"
+        + bytes(32)
+        + b"\xa1v"
+        + b"\x01"
     )
     assert s.body == by_hand
     assert s.hash == hashlib.sha256(by_hand).digest()
@@ -325,8 +419,12 @@ def test_body_wire_hash_and_signature_known_answer() -> None:
     assert s.signature == KEY.sign(b"custody-ledger/v1\n" + by_hand)
     statement.verify_signature(s, KEY.public)
     assert (s.origin, s.kind, s.signer, s.units, dict(s.data)) == (
-        ORIGIN, "fabricated", KEY.key_id, (("SN-1", ZERO_HASH),),
-        {"model": "H200-SXM5-141GB", "site": "Fab 18", "lot": "L1"})
+        ORIGIN,
+        "fabricated",
+        KEY.key_id,
+        (("SN-1", ZERO_HASH),),
+        {"model": "H200-SXM5-141GB", "site": "Fab 18", "lot": "L1"},
+    )
 
 
 def test_signature_is_domain_separated() -> None:
@@ -356,9 +454,15 @@ def test_signature_with_s_plus_l_fails() -> None:
 
 
 def _body(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"v": 1, "origin": ORIGIN, "kind": "fabricated", "at": 1_767_225_600_000_000,
-                            "signer": KEY.key_id, "units": [["SN-1", ZERO_HASH]],
-                            "data": {"model": "M", "site": "S", "lot": "L"}}
+    body: dict[str, Any] = {
+        "v": 1,
+        "origin": ORIGIN,
+        "kind": "fabricated",
+        "at": 1_767_225_600_000_000,
+        "signer": KEY.key_id,
+        "units": [["SN-1", ZERO_HASH]],
+        "data": {"model": "M", "site": "S", "lot": "L"},
+    }
     for key, value in changes.items():
         if value is _DROP:
             del body[key]
@@ -376,8 +480,13 @@ GOOD_DATA: dict[str, dict[str, Any]] = {
     "re_exported": {"consignee": "alibaba", "license": "L", "destination": "CN"},
     "received": {"site": "S"},
     "ledger_opened": {"authorities": [RFC8032_PUBLIC], "operator": RFC8032_PUBLIC, "policy": "name = 'p'"},
-    "participant_registered": {"id": "tsmc", "name": "TSMC", "country": "TW", "roles": ["fab"],
-                               "key": RFC8032_PUBLIC},
+    "participant_registered": {
+        "id": "tsmc",
+        "name": "TSMC",
+        "country": "TW",
+        "roles": ["fab"],
+        "key": RFC8032_PUBLIC,
+    },
     "key_revoked": {"key": RFC8032_PUBLIC, "effective": 0, "reason": ""},
     "customer_approved": {"id": "alibaba", "cap": 0, "license": "L"},
     "customer_suspended": {"id": "alibaba", "reason": "R"},
@@ -386,7 +495,11 @@ GOOD_DATA: dict[str, dict[str, Any]] = {
 
 
 def _good(kind: str) -> dict[str, Any]:
-    units = [] if kind in statement.ADMIN_KINDS else [["SN-1", ZERO_HASH if kind == "fabricated" else b"\x01" * 32]]
+    units = (
+        []
+        if kind in statement.ADMIN_KINDS
+        else [["SN-1", ZERO_HASH if kind == "fabricated" else b"\x01" * 32]]
+    )
     return _body(kind=kind, units=units, data=dict(GOOD_DATA[kind]))
 
 
@@ -405,17 +518,40 @@ def test_optional_valid_until() -> None:
 BAD_FIELDS: dict[str, list[tuple[str, Any]]] = {  # kind: [(field, bad value)]
     "fabricated": [("model", 1), ("site", b"S"), ("lot", ["L"])],
     "shipped_to_us": [("port_of_entry", 0), ("waybill", {})],
-    "inspected": [("result", "maybe"), ("result", "PASS"), ("country", "us"), ("country", "USA"),
-                  ("country", "U"), ("report", 1)],
+    "inspected": [
+        ("result", "maybe"),
+        ("result", "PASS"),
+        ("country", "us"),
+        ("country", "USA"),
+        ("country", "U"),
+        ("report", 1),
+    ],
     "duty_paid": [("entered_value", -1), ("entered_value", "100"), ("duty", -25), ("entry", 5)],
-    "re_exported": [("consignee", "bad id!"), ("consignee", ""), ("consignee", "x" * 65), ("destination", "cn")],
+    "re_exported": [
+        ("consignee", "bad id!"),
+        ("consignee", ""),
+        ("consignee", "x" * 65),
+        ("destination", "cn"),
+    ],
     "received": [("site", 0)],
-    "ledger_opened": [("authorities", []), ("authorities", [b"\x01" * 31]),
-                      ("authorities", [RFC8032_PUBLIC, RFC8032_PUBLIC]), ("authorities", RFC8032_PUBLIC),
-                      ("operator", b"\x01" * 33), ("policy", b"")],
-    "participant_registered": [("roles", []), ("roles", ["fab", "fab"]), ("roles", ["authority"]),
-                               ("roles", "fab"), ("key", "00" * 32), ("id", "a b"), ("name", 1),
-                               ("country", "T")],
+    "ledger_opened": [
+        ("authorities", []),
+        ("authorities", [b"\x01" * 31]),
+        ("authorities", [RFC8032_PUBLIC, RFC8032_PUBLIC]),
+        ("authorities", RFC8032_PUBLIC),
+        ("operator", b"\x01" * 33),
+        ("policy", b""),
+    ],
+    "participant_registered": [
+        ("roles", []),
+        ("roles", ["fab", "fab"]),
+        ("roles", ["authority"]),
+        ("roles", "fab"),
+        ("key", "00" * 32),
+        ("id", "a b"),
+        ("name", 1),
+        ("country", "T"),
+    ],
     "key_revoked": [("effective", -1), ("effective", "2026"), ("key", b""), ("reason", 0)],
     "customer_approved": [("cap", -1), ("cap", "5"), ("valid_until", -5), ("valid_until", "x"), ("id", "")],
     "customer_suspended": [("reason", 0), ("id", "é")],
@@ -423,7 +559,9 @@ BAD_FIELDS: dict[str, list[tuple[str, Any]]] = {  # kind: [(field, bad value)]
 }
 
 
-@pytest.mark.parametrize(("kind", "field", "value"), [(k, f, v) for k, bad in BAD_FIELDS.items() for f, v in bad])
+@pytest.mark.parametrize(
+    ("kind", "field", "value"), [(k, f, v) for k, bad in BAD_FIELDS.items() for f, v in bad]
+)
 def test_wrong_field_type_or_value(kind: str, field: str, value: Any) -> None:
     body = _good(kind)
     body["data"][field] = value
@@ -445,20 +583,37 @@ def test_missing_and_unknown_fields(kind: str) -> None:
 
 
 BAD_BODIES: dict[str, dict[str, Any]] = {
-    "no v": {"v": _DROP}, "v 2": {"v": 2}, "v 0": {"v": 0}, "v text": {"v": "1"},
-    "no origin": {"origin": _DROP}, "empty origin": {"origin": ""}, "origin bytes": {"origin": b"o"},
-    "unknown kind": {"kind": "stolen"}, "kind bytes": {"kind": b"fabricated"}, "no kind": {"kind": _DROP},
-    "negative at": {"at": -1}, "at text": {"at": "2026-01-01"}, "no at": {"at": _DROP},
-    "signer upper hex": {"signer": KEY.key_id.upper()}, "signer short": {"signer": KEY.key_id[:63]},
-    "signer raw key": {"signer": RFC8032_PUBLIC}, "no signer": {"signer": _DROP},
-    "units not a list": {"units": {"SN-1": ZERO_HASH}}, "no units on a step": {"units": []},
-    "unit not a pair": {"units": [["SN-1"]]}, "unit a triple": {"units": [["SN-1", ZERO_HASH, 0]]},
-    "serial with a space": {"units": [["SN 1", ZERO_HASH]]}, "empty serial": {"units": [["", ZERO_HASH]]},
-    "serial of 65": {"units": [["S" * 65, ZERO_HASH]]}, "serial bytes": {"units": [[b"SN-1", ZERO_HASH]]},
+    "no v": {"v": _DROP},
+    "v 2": {"v": 2},
+    "v 0": {"v": 0},
+    "v text": {"v": "1"},
+    "no origin": {"origin": _DROP},
+    "empty origin": {"origin": ""},
+    "origin bytes": {"origin": b"o"},
+    "unknown kind": {"kind": "stolen"},
+    "kind bytes": {"kind": b"fabricated"},
+    "no kind": {"kind": _DROP},
+    "negative at": {"at": -1},
+    "at text": {"at": "2026-01-01"},
+    "no at": {"at": _DROP},
+    "signer upper hex": {"signer": KEY.key_id.upper()},
+    "signer short": {"signer": KEY.key_id[:63]},
+    "signer raw key": {"signer": RFC8032_PUBLIC},
+    "no signer": {"signer": _DROP},
+    "units not a list": {"units": {"SN-1": ZERO_HASH}},
+    "no units on a step": {"units": []},
+    "unit not a pair": {"units": [["SN-1"]]},
+    "unit a triple": {"units": [["SN-1", ZERO_HASH, 0]]},
+    "serial with a space": {"units": [["SN 1", ZERO_HASH]]},
+    "empty serial": {"units": [["", ZERO_HASH]]},
+    "serial of 65": {"units": [["S" * 65, ZERO_HASH]]},
+    "serial bytes": {"units": [[b"SN-1", ZERO_HASH]]},
     "serial with a slash": {"units": [["a/b", ZERO_HASH]]},
-    "prev of 31 bytes": {"units": [["SN-1", bytes(31)]]}, "prev as hex": {"units": [["SN-1", "00" * 32]]},
+    "prev of 31 bytes": {"units": [["SN-1", bytes(31)]]},
+    "prev as hex": {"units": [["SN-1", "00" * 32]]},
     "repeated serial": {"units": [["SN-1", ZERO_HASH], ["SN-1", ZERO_HASH]]},
-    "data not a map": {"data": [["model", "M"]]}, "no data": {"data": _DROP},
+    "data not a map": {"data": [["model", "M"]]},
+    "no data": {"data": _DROP},
     "extra body key": {"note": "x"},
 }
 
@@ -483,11 +638,18 @@ def test_units_keep_the_signers_order() -> None:
 
 def test_encode_body_refuses_what_decode_would() -> None:
     with pytest.raises(EncodingInvalid):
-        statement.encode_body(origin=ORIGIN, kind="fabricated", at=1, signer=KEY.key_id, units=[],
-                              data=GOOD_DATA["fabricated"])
+        statement.encode_body(
+            origin=ORIGIN, kind="fabricated", at=1, signer=KEY.key_id, units=[], data=GOOD_DATA["fabricated"]
+        )
     with pytest.raises(EncodingInvalid):
-        statement.encode_body(origin=ORIGIN, kind="duty_paid", at=1, signer=KEY.key_id,
-                              units=[("A", b"\x01" * 32)], data={"entry": "E", "entered_value": 1.0, "duty": 0})
+        statement.encode_body(
+            origin=ORIGIN,
+            kind="duty_paid",
+            at=1,
+            signer=KEY.key_id,
+            units=[("A", b"\x01" * 32)],
+            data={"entry": "E", "entered_value": 1.0, "duty": 0},
+        )
 
 
 # --- the wire form -------------------------------------------------------------------------------------
@@ -509,8 +671,9 @@ def _wire_probes() -> dict[str, bytes]:
         "truncated": s.wire[:-1],
         "a map": msgpack.packb({"body": body, "signature": sig}, use_bin_type=True),
         "empty": b"",
-        "body not canonical": msgpack.packb([encode(msgpack.unpackb(body), order="reversed"), sig],
-                                            use_bin_type=True),
+        "body not canonical": msgpack.packb(
+            [encode(msgpack.unpackb(body), order="reversed"), sig], use_bin_type=True
+        ),
     }
 
 
@@ -520,7 +683,9 @@ def test_wire_probes_are_refused(name: str) -> None:
         statement.decode(_wire_probes()[name])
 
 
-SERIALS = st.lists(st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True), min_size=1, max_size=5, unique=True)
+SERIALS = st.lists(
+    st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True), min_size=1, max_size=5, unique=True
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -530,8 +695,17 @@ def test_statement_round_trip(serials: list[str], site: str, at: int) -> None:
     again = statement.decode(s.wire)
     assert again == s
     assert msgpack.packb([again.body, again.signature], use_bin_type=True) == s.wire
-    assert statement.encode_body(origin=again.origin, kind=again.kind, at=again.at, signer=again.signer,
-                                 units=again.units, data=again.data) == s.body
+    assert (
+        statement.encode_body(
+            origin=again.origin,
+            kind=again.kind,
+            at=again.at,
+            signer=again.signer,
+            units=again.units,
+            data=again.data,
+        )
+        == s.body
+    )
     statement.verify_signature(again, KEY.public)
 
 

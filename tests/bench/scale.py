@@ -46,31 +46,38 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, required=True, help="a folder for the ledger (several GB)")
     parser.add_argument("--units", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the ledger afterwards")
+    parser.add_argument("--ledger", type=Path, help="measure this ledger (built before, keys beside it) "
+                                                    "instead of building one; it is changed by --rebuild")
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    directory = args.dir / f"scale-{args.units}"
-    db = directory / "custody.db"
+    directory = args.ledger.parent if args.ledger else args.dir / f"scale-{args.units}"
+    db = args.ledger or directory / "custody.db"
     if args.build_only:
         _build(str(db), args.units)
         return 0
     print(common.machine(), flush=True)
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    if not args.ledger:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
     results: dict[str, object] = {"units": args.units, "machine": common.machine()}
     command = common.reproduce(SCRIPT, "--dir", str(args.dir), *(["--units", str(args.units)]
                                                                 if args.units != 1_000_000 else []))
     began = time.perf_counter()
 
-    print(f"building {args.units:,} units through six steps into {db} …", flush=True)
-    run = common.run([common.PYTHON, __file__, "--dir", str(args.dir), "--units", str(args.units),
-                      "--build-only"], show_stderr=True)
-    built = json.loads(run.stdout.strip().splitlines()[-1])
-    unit_steps = built["unit_steps"]
-    results.update(statements=built["statements"], unit_steps=unit_steps, build_seconds=run.seconds,
-                   build_peak=run.peak_rss, db_bytes=_size(db))
-    common.report("build (append.Batch, signing included)", run.seconds, "s", command,
-                  note=f"{unit_steps / built['seconds']:,.0f} unit-steps/s, {built['statements']:,} "
-                       f"statements, peak {run.peak_rss / 2**20:,.0f} MiB")
+    if args.ledger:
+        unit_steps = args.units * 6
+        print(f"measuring {db} ({args.units:,} units, built before)", flush=True)
+    else:
+        print(f"building {args.units:,} units through six steps into {db} …", flush=True)
+        run = common.run([common.PYTHON, __file__, "--dir", str(args.dir), "--units", str(args.units),
+                          "--build-only"], show_stderr=True)
+        built = json.loads(run.stdout.strip().splitlines()[-1])
+        unit_steps = built["unit_steps"]
+        results.update(statements=built["statements"], build_seconds=run.seconds, build_peak=run.peak_rss)
+        common.report("build (append.Batch, signing included)", run.seconds, "s", command,
+                      note=f"{unit_steps / built['seconds']:,.0f} unit-steps/s, {built['statements']:,} "
+                           f"statements, peak {run.peak_rss / 2**20:,.0f} MiB")
+    results.update(unit_steps=unit_steps, db_bytes=_size(db))
     common.report("database size", _size(db) / 2**20, "MiB", command,
                   note=f"{_size(db) / unit_steps:.0f} bytes per unit-step")
 
@@ -114,7 +121,7 @@ def main() -> int:
                   command, target=0.5, higher=False, note=f"{run.seconds:.2f} s with start-up")
     results["total_seconds"] = time.perf_counter() - began
     print("RESULTS " + json.dumps(results), flush=True)
-    if not args.keep:
+    if not args.keep and not args.ledger:
         shutil.rmtree(directory, ignore_errors=True)
     return 0
 

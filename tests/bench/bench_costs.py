@@ -1,0 +1,107 @@
+"""Where the time goes: the CPU cost of each stage of verification and replay, per statement and per unit.
+
+Each stage is timed alone with `time.process_time` (CPU seconds of this process, so a busy machine
+distorts it less than wall time), best of five, on a one-unit-per-statement ledger and on a boards-and-
+shipments ledger. A stage that runs in worker processes divides by the number of cores; one that runs in
+the folding process does not.
+
+Run: .venv/bin/python tests/bench/bench_costs.py [--quick] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import pickle
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+import ledgers
+
+from ledger import merkle, parallel, verify
+from ledger.statement import decode, verify_signature
+from ledger.store import Store
+
+SCRIPT = "bench_costs.py"
+
+
+def cpu(fn: Callable[[], object], repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.process_time()
+        fn()
+        best = min(best, time.process_time() - began)
+    return best
+
+
+def stages(url: str, per: str, divisor: int, command: str) -> None:
+    store = Store(url, readonly=True)
+    states = [state for _, state in store.log_states(0)]
+    wires = [parallel._stored_wire(s) or b"" for s in states]
+    statements = [decode(w) for w in wires]
+    known: dict[str, bytes] = {}
+    items, leaves = parallel.decode_chunk(0, states, True, known)
+    keys = [known.get(s.signer) for s in statements]
+    plain = parallel._decode_task(0, states, True, known)
+
+    def fold(links: bool) -> None:
+        verifier = verify.Verifier(store.origin, verify.Options(now=2**62))
+        if links:
+            verifier.links = parallel.LinkHash(parallel.new_link_key())
+        verifier.chunk(items, leaves)
+
+    def pickled() -> bytes:
+        out = io.BytesIO()
+        pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.fast = True
+        pickler.dump(items)
+        return out.getvalue()
+
+    key = parallel.new_link_key()
+    origin = store.origin or ""
+    signed = [(s, k) for s, k in zip(statements, keys, strict=True) if k]
+    costs = {
+        "read the log (raw rows)": cpu(lambda: list(store.log_states(0))),
+        "unpack stored events": cpu(lambda: [parallel._stored_wire(s) for s in states]),
+        "Merkle leaf hashes": cpu(lambda: [merkle.leaf_hash(w) for w in wires]),
+        "decode statements (canonical checks)": cpu(lambda: [decode(w) for w in wires]),
+        "verify signatures (libsodium)": cpu(lambda: [verify_signature(s, k, 1) for s, k in signed]),
+        "worker chunk: all the above, pickled": cpu(lambda: parallel._decode_task(0, states, True, known)),
+        "  of which pickling": cpu(pickled),
+        "unpickle in the folding process": cpu(lambda: parallel._from_worker(plain)),
+        "rules and fold (signatures done)": cpu(lambda: fold(False)),
+        "unit links, log side (in the fold)": cpu(lambda: fold(True)) - cpu(lambda: fold(False)),
+        "unit links, stored side (scan)": cpu(lambda: parallel.scan_links(store, origin, None, None, key)),
+    }
+    store.close()
+    for name, seconds in costs.items():
+        common.report(name, seconds / divisor * 1e6, f"µs CPU per {per}", command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dir", type=Path)
+    args = parser.parse_args(argv)
+    command = common.reproduce(SCRIPT, *(["--quick"] if args.quick else []))
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        built = ledgers.open_bench_ledger(Path(tmp) / "single" / "custody.db")
+        ledgers.grow(built, 400 if args.quick else 1000, board=1, shipment=1, steps=5)
+        print(f"one unit per statement: {built.statements:,} statements")
+        stages(built.url, "statement", built.statements, command)
+        built = ledgers.open_bench_ledger(Path(tmp) / "boards" / "custody.db")
+        ledgers.grow(built, 4000 if args.quick else 16_000)
+        print(f"boards of 8 and shipments of 1,000: {built.unit_steps:,} unit-steps, {built.statements:,} "
+              "statements")
+        stages(built.url, "unit-step", built.unit_steps, command)
+
+
+if __name__ == "__main__":
+    print(common.machine())
+    main()
