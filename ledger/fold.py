@@ -33,6 +33,7 @@ def _flag(state: State, out: list[Finding], unit: UnitState | None, serial: str 
 def _apply_admin(state: State, index: int, statement: Statement, out: list[Finding]) -> None:
     data = statement.data
     kind = statement.kind
+    state.admin[statement.hash] = index
     if kind == "ledger_opened":
         state.origin = statement.origin
         state.operator = data["operator"]

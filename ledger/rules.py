@@ -84,6 +84,9 @@ def check_signer(state: State, statement: Statement, index: int) -> bytes:
 
 def _check_admin(state: State, statement: Statement, index: int) -> None:
     data = statement.data
+    earlier = state.admin.get(statement.hash)
+    if earlier is not None:
+        raise ChainBroken(f"{statement.kind} replayed: the same statement is already at index {earlier}", index)
     if statement.kind == "participant_registered":
         key: bytes = data["key"]
         if is_small_order(key):

@@ -177,13 +177,16 @@ class State:
     policies: list[tuple[int, str]] = field(default_factory=list)
     # a what-if policy (`replay --policy`): replaces every recorded one, the genesis' included; never stored
     what_if: Policy | None = None
+    # hash -> log index of every administrative statement: an exact copy appended again is a replay
+    admin: dict[bytes, int] = field(default_factory=dict)
 
     def authority_row(self) -> list[Any]:
         """The small authority part of the state, stored as one row of the views."""
         return [self.size, self.origin, self.operator, self.policy.source,
                 {k: v.to_row() for k, v in self.keys.items()},
                 {k: v.to_row() for k, v in self.participants.items()},
-                [[i, s] for i, s in self.policies]]
+                [[i, s] for i, s in self.policies],
+                [[h, i] for h, i in self.admin.items()]]
 
     def load_authority_row(self, row: list[Any]) -> None:
         self.size, self.origin, self.operator = row[0], row[1], row[2]
@@ -191,6 +194,7 @@ class State:
         self.keys = {k: KeyInfo.from_row(v) for k, v in row[4].items()}
         self.participants = {k: Participant.from_row(v) for k, v in row[5].items()}
         self.policies = [(i, s) for i, s in row[6]]
+        self.admin = {h: i for h, i in row[7]} if len(row) > 7 else {}
 
     def participant_of(self, key_id: str) -> str | None:
         info = self.keys.get(key_id)
