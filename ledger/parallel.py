@@ -1,13 +1,16 @@
-"""Verification in worker processes: statements decoded and signatures checked in parallel, folded in order.
+"""Verification in worker processes: signatures and stored unit links checked in parallel, folded in order.
 
-`verify` reads the log in order and hands it out in chunks. A worker decodes each statement with the one
-decoder (`statement.decode`), hashes its Merkle leaf, and verifies its signature with libsodium
-(`statement.verify_signature`) under the key its signer id names, if that key is known to it: from the
-caller's state, or from a genesis or a registration it has decoded itself. The caller folds the chunks in
-log order and runs every hard rule with `rules.check`, skipping only the signature verification a worker
-has already done under exactly the key the rules would use (`signature_done`); every other statement's
+`verify` reads the log in order, in chunks, and decodes each statement with the one decoder
+(`statement.decode`) a chunk ahead of the fold; worker processes verify the chunk's signatures with
+libsodium (`statement.verify_signature`), each under the key its signer id names among the keys the log
+has named so far (a genesis' authorities, the registrations). The caller folds the chunks in log order
+and runs every hard rule with `rules.check`, skipping only the signature verification a worker has
+already done under exactly the key the rules would use (`signature_done`); every other statement's
 signature is verified again, in order, as if there were no workers. With one worker no process is
-started and the same functions run in the calling process.
+started and the same functions run in the calling process (`decode_chunk`).
+
+Decoding stays in the calling process because a decoded statement costs more to send between processes
+than to decode: workers get (body, signature, key) and answer one byte each.
 
 Unit links (database only): each unit's stored chain links must be exactly the log's statements that name
 it, in log order. The two sides are compared as multisets of (version, index, statement hash, serial):
@@ -24,15 +27,12 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import io
 import multiprocessing
 import os
-import pickle
 import secrets
 import struct
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import fields
 from typing import Any
 
 import msgpack
@@ -43,8 +43,8 @@ from ledger.state import State
 from ledger.statement import Statement, decode, key_id, verify_signature
 from ledger.store import Store
 
-CHUNK_STATEMENTS = 400  # statements per task: small enough to keep both cores busy to the end
-CHUNK_BYTES = 1 << 19  # stored bytes per task: a chunk of 1,000-unit shipments is a few statements
+CHUNK_STATEMENTS = 400  # statements per chunk: small enough to keep both cores busy to the end
+CHUNK_BYTES = 1 << 19  # stored bytes per chunk: a chunk of 1,000-unit shipments is a few statements
 LINK_ROWS = 25_000  # row ids of stored events per unit link task
 WINDOW_PER_WORKER = 3  # chunks in flight per worker: enough to hide the fold, bounded memory
 MIN_STATEMENTS = 1_000  # below this, default verification stays in-process: starting workers costs more
@@ -87,11 +87,6 @@ def check(state: State, statement: Statement, index: int, now_us: int, verified:
     rules.check(state, statement, index, now_us, trusted=trusted, check_signature=not done)
 
 
-def state_keys(state: State) -> Callable[[], dict[str, bytes]]:
-    """The keys `state` holds, asked for as each chunk goes out: workers verify signatures under them."""
-    return lambda: {kid: info.public for kid, info in state.keys.items()}
-
-
 def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
     """The stored log events in version order, in chunks: (first position, states, versions)."""
     start = 0
@@ -110,18 +105,17 @@ def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
         yield start, states, versions
 
 
-def decoded_log(store: Store, state: State, workers: int | None = None) -> Iterator[tuple[int, Item]]:
-    """(stored version, item) of every stored log event, in order, decoded in worker processes.
+def decoded_log(store: Store, workers: int | None = None) -> Iterator[tuple[int, Item]]:
+    """(stored version, item) of every stored log event, in order, with the signatures workers verified.
 
-    For a caller that folds the whole log into `state` (replay): workers verify signatures under the keys
-    `state` holds when each chunk goes out; `check` then skips exactly those.
+    For a caller that folds the whole log (replay): `check` then skips exactly those signatures.
     """
     with Pipeline(worker_count(workers, store.size()), store.url) as pipe:
-        for versions, items, _ in pipe.decode(store_chunks(store), stored=True, keys=state_keys(state)):
+        for versions, items, _ in pipe.decode(store_chunks(store), stored=True):
             yield from zip(versions, items, strict=True)
 
 
-# --- the work of one chunk (in a worker, or in the caller with one worker) ----------------------------
+# --- the work of one chunk: decoding here, signatures in the workers (or here, with one worker) -------
 
 
 def _no_ext(code: int, data: bytes) -> None:
@@ -178,15 +172,13 @@ class LinkHash:
         self.total = total
 
 
-def decode_chunk(start: int, blobs: Sequence[bytes], stored: bool,
-                 known: dict[str, bytes]) -> tuple[list[Item], bytes]:
-    """Decode the statements at `start`…, and verify the signatures it can; also their leaf hashes.
-
-    `blobs` are wire forms, or stored log event states if `stored`. Returns the items and the leaf
-    hashes (32 bytes each, one per blob).
-    """
+def _decode(start: int, blobs: Sequence[bytes], stored: bool, known: dict[str, bytes]
+            ) -> tuple[list[Item], bytes, list[tuple[int, bytes]]]:
+    """Decode the statements at `start`…; also their leaf hashes (32 bytes each, one per blob) and, for
+    each statement whose signer's key is known, (its position in the chunk, that key)."""
     items: list[Item] = []
     leaves = bytearray()
+    signed: list[tuple[int, bytes]] = []
     for offset, blob in enumerate(blobs):
         index = start + offset
         wire = _stored_wire(blob) if stored else blob
@@ -202,15 +194,44 @@ def decode_chunk(start: int, blobs: Sequence[bytes], stored: bool,
             continue
         _learn(known, statement)
         public = known.get(statement.signer)
-        verified = None
         if public is not None:
-            try:
-                verify_signature(statement, public, index)
-                verified = public
-            except SignatureInvalid:
-                pass  # verified again in order, where the failure is reported
-        items.append((index, statement, None, verified))
-    return items, bytes(leaves)
+            signed.append((offset, public))
+        items.append((index, statement, None, None))
+    return items, bytes(leaves), signed
+
+
+def _signature_ok(body: bytes, signature: bytes, public: bytes) -> bool:
+    """Whether libsodium accepts `signature` on `body` under `public` (`statement.verify_signature`)."""
+    probe = Statement(wire=b"", body=body, signature=signature, hash=b"", origin="", kind="", at=0, signer="",
+                      units=(), data={})
+    try:
+        verify_signature(probe, public)
+    except SignatureInvalid:
+        return False
+    return True
+
+
+def _verified(items: list[Item], signed: Sequence[tuple[int, bytes]], accepted: bytes) -> list[Item]:
+    """The items, each with the key its signature was verified under where `accepted` says so."""
+    for (offset, public), ok in zip(signed, accepted, strict=True):
+        if ok:
+            index, statement, failure, _ = items[offset]
+            items[offset] = (index, statement, failure, public)
+    return items
+
+
+def decode_chunk(start: int, blobs: Sequence[bytes], stored: bool,
+                 known: dict[str, bytes]) -> tuple[list[Item], bytes]:
+    """Decode the statements at `start`… and verify the signatures it can, all in this process.
+
+    `blobs` are wire forms, or stored log event states if `stored`; `known` (key id → key) is updated
+    with the keys each genesis and registration names. Returns the items and the leaf hashes.
+    """
+    items, leaves, signed = _decode(start, blobs, stored, known)
+    accepted = bytes(_signature_ok(statement.body, statement.signature, public)
+                     for (offset, public) in signed
+                     for statement in [items[offset][1]] if statement is not None)
+    return _verified(items, signed, accepted), leaves
 
 
 def unit_hex(origin: str, serial: str) -> str:
@@ -263,36 +284,14 @@ def id_ranges(bound: int, step: int) -> list[tuple[int | None, int | None]]:
 
 _worker_store: Store | None = None
 _worker_url: str | None = None
-_worker_known: dict[str, bytes] = {}
-
-
 def _init_worker(url: str | None) -> None:
     global _worker_store, _worker_url
     _worker_store, _worker_url = None, url
-    _worker_known.clear()
 
 
-_FIELDS = tuple(f.name for f in fields(Statement))
-
-
-def _decode_task(start: int, blobs: Sequence[bytes], stored: bool, known: dict[str, bytes]) -> bytes:
-    """A chunk decoded in a worker, as plain tuples pickled without a memo: nothing in it is shared, a
-    memo entry per unit would cost more than the unit, and a class reference per statement more still."""
-    _worker_known.update(known)
-    items, leaves = decode_chunk(start, blobs, stored, _worker_known)
-    plain = [(index, None if statement is None else tuple(getattr(statement, f) for f in _FIELDS),
-              failure, verified) for index, statement, failure, verified in items]
-    out = io.BytesIO()
-    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.fast = True  # no memo (the result holds no cycles)
-    pickler.dump((plain, leaves))
-    return out.getvalue()
-
-
-def _from_worker(result: bytes) -> tuple[list[Item], bytes]:
-    plain, leaves = pickle.loads(result)
-    return [(index, None if values is None else Statement(*values), failure, verified)
-            for index, values, failure, verified in plain], leaves
+def _verify_task(jobs: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
+    """One byte per (body, signature, key): 1 if libsodium accepts the signature."""
+    return bytes(_signature_ok(body, signature, public) for body, signature, public in jobs)
 
 
 def _links_task(origin: str, low: int | None, high: int | None, link_key: bytes) -> tuple[int, int, bool]:
@@ -361,14 +360,16 @@ class Pipeline:
 
     # --- statements, in order ---
 
-    def decode(self, chunks: Iterator[tuple[int, list[bytes], Any]], *, stored: bool,
-               keys: Callable[[], dict[str, bytes]]) -> Iterator[tuple[Any, list[Item], bytes]]:
+    def decode(self, chunks: Iterator[tuple[int, list[bytes], Any]], *,
+               stored: bool) -> Iterator[tuple[Any, list[Item], bytes]]:
         """(meta, items, leaves) for each (start, blobs, meta) chunk of `chunks`, in order.
 
-        An exception raised by `chunks` is raised here after the chunks before it have been yielded.
+        Chunks are decoded here, as they are read; their signatures are verified by the workers while
+        the caller folds the chunks before them. An exception raised by `chunks` is raised here after
+        the chunks before it have been yielded.
         """
         window = self.workers * WINDOW_PER_WORKER if self._pool is not None else 1
-        pending: deque[tuple[Any, Any]] = deque()
+        pending: deque[tuple[Any, Any, Any]] = deque()
         error: Exception | None = None
         exhausted = False
         while True:
@@ -382,16 +383,22 @@ class Pipeline:
                     error, exhausted = e, True
                     break
                 if self._pool is None:
-                    task = _Done(decode_chunk, (start, blobs, stored, self._known))
+                    pending.append((meta, _Done(decode_chunk, (start, blobs, stored, self._known)), None))
                 else:
-                    task = self._pool.apply_async(_decode_task, (start, blobs, stored, keys()))
-                pending.append((meta, task))
+                    decoded = _decode(start, blobs, stored, self._known)
+                    items, _, signed = decoded
+                    jobs = [(statement.body, statement.signature, public) for offset, public in signed
+                            for statement in [items[offset][1]] if statement is not None]
+                    pending.append((meta, decoded, self._pool.apply_async(_verify_task, (jobs,))))
                 self._step_links()
             if not pending:
                 break
-            meta, task = pending.popleft()
-            result = task.get()
-            items, leaves = _from_worker(result) if isinstance(result, bytes) else result
+            meta, work, task = pending.popleft()
+            if task is None:
+                items, leaves = work.get()
+            else:
+                items, leaves, signed = work
+                items = _verified(items, signed, task.get())
             yield meta, items, leaves
         if error is not None:
             raise error

@@ -141,8 +141,8 @@ class Verifier:
                 self.failures.append(Failure(error.check, error.index, error.detail))
 
     def known_keys(self) -> dict[str, bytes]:
-        """The keys the state holds: a worker verifies signatures under them ahead of the fold."""
-        return parallel.state_keys(self.state)()
+        """The keys the state holds (key id → key)."""
+        return {kid: info.public for kid, info in self.state.keys.items()}
 
     def chunk(self, items: Sequence[parallel.Item], leaves: bytes) -> None:
         self.leaves.data += leaves
@@ -340,7 +340,7 @@ def verify_store(store: Store, options: Options) -> Report:
         if store.origin is not None:
             pipe.start_links(store, store.origin, verifier.links.key)
         chunks = parallel.store_chunks(store)
-        for versions, items, leaves in pipe.decode(chunks, stored=True, keys=verifier.known_keys):
+        for versions, items, leaves in pipe.decode(chunks, stored=True):
             verifier.leaves.data += leaves
             for version, item in zip(versions, items, strict=True):
                 if version != expected_version:
@@ -470,8 +470,7 @@ def verify_bundle(path: Path, options: Options, stream: BinaryIO | None = None) 
         checkpoints: list[str] = []
         try:
             with parallel.Pipeline(parallel.worker_count(options.workers, _statements_in(path))) as pipe:
-                for _, items, leaves in pipe.decode(_bundle_chunks(reader), stored=False,
-                                                    keys=verifier.known_keys):
+                for _, items, leaves in pipe.decode(_bundle_chunks(reader), stored=False):
                     verifier.chunk(items, leaves)
                     if options.progress:
                         options.progress(len(items))

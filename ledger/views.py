@@ -169,7 +169,7 @@ def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = 
         raise StoreError("replay --rebuild needs a writable database; this one is open read-only")
     state = State(origin=store.origin)
     # decoded, and signatures verified, in worker processes; every other rule checked here, in order
-    for version, (_, statement, failure, verified) in parallel.decoded_log(store, state):
+    for version, (_, statement, failure, verified) in parallel.decoded_log(store):
         index = version - 1
         try:
             if statement is None:

@@ -11,7 +11,6 @@ Run: .venv/bin/python tests/bench/bench_costs.py [--quick] [--dir DIR]
 from __future__ import annotations
 
 import argparse
-import io
 import pickle
 import sys
 import tempfile
@@ -23,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import ledgers
+from nacl.signing import VerifyKey
 
 from ledger import merkle, parallel, verify
-from ledger.statement import decode, verify_signature
+from ledger.statement import SIGNATURE_PREFIX, decode
 from ledger.store import Store
 
 SCRIPT = "bench_costs.py"
@@ -48,7 +48,7 @@ def stages(url: str, per: str, divisor: int, command: str) -> None:
     known: dict[str, bytes] = {}
     items, leaves = parallel.decode_chunk(0, states, True, known)
     keys = [known.get(s.signer) for s in statements]
-    plain = parallel._decode_task(0, states, True, known)
+    jobs = [(s.body, s.signature, k) for s, k in zip(statements, keys, strict=True) if k]
 
     def fold(links: bool) -> None:
         verifier = verify.Verifier(store.origin, verify.Options(now=2**62))
@@ -56,28 +56,20 @@ def stages(url: str, per: str, divisor: int, command: str) -> None:
             verifier.links = parallel.LinkHash(parallel.new_link_key())
         verifier.chunk(items, leaves)
 
-    def pickled() -> bytes:
-        out = io.BytesIO()
-        pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-        pickler.fast = True
-        pickler.dump(items)
-        return out.getvalue()
-
     key = parallel.new_link_key()
     origin = store.origin or ""
-    signed = [(s, k) for s, k in zip(statements, keys, strict=True) if k]
     costs = {
         "read the log (raw rows)": cpu(lambda: list(store.log_states(0))),
         "unpack stored events": cpu(lambda: [parallel._stored_wire(s) for s in states]),
         "Merkle leaf hashes": cpu(lambda: [merkle.leaf_hash(w) for w in wires]),
         "decode statements (canonical checks)": cpu(lambda: [decode(w) for w in wires]),
-        "verify signatures (libsodium)": cpu(lambda: [verify_signature(s, k, 1) for s, k in signed]),
-        "worker chunk: all the above, pickled": cpu(lambda: parallel._decode_task(0, states, True, known)),
-        "  of which pickling": cpu(pickled),
-        "unpickle in the folding process": cpu(lambda: parallel._from_worker(plain)),
+        "verify signatures (libsodium, in workers)": cpu(lambda: parallel._verify_task(jobs)),
+        "  bare: VerifyKey(key).verify(message, signature)": cpu(
+            lambda: [VerifyKey(k).verify(SIGNATURE_PREFIX + b, g) for b, g, k in jobs]),
+        "send signatures to workers (pickle)": cpu(lambda: pickle.dumps(jobs, pickle.HIGHEST_PROTOCOL)),
         "rules and fold (signatures done)": cpu(lambda: fold(False)),
         "unit links, log side (in the fold)": cpu(lambda: fold(True)) - cpu(lambda: fold(False)),
-        "unit links, stored side (scan)": cpu(lambda: parallel.scan_links(store, origin, None, None, key)),
+        "unit links, stored side (workers)": cpu(lambda: parallel.scan_links(store, origin, None, None, key)),
     }
     store.close()
     for name, seconds in costs.items():
