@@ -19,6 +19,8 @@ import functools
 import hashlib
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from ledger.aggregates import (
     decode_state,
     unit_id,
 )
-from ledger.errors import BadInput, Conflict, LedgerError, NotALedger, StoreError
+from ledger.errors import BadInput, Conflict, EncodingInvalid, LedgerError, NotALedger, StoreError
 
 DEFAULT_DB = "custody.db"
 LOCK_TIMEOUT_ENV = "CUSTODY_LOCK_TIMEOUT"  # seconds a writer waits for another writer's lock
@@ -332,7 +334,12 @@ class Store:
         name = str(path.resolve())
         if readonly:
             writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
-            name = f"file:{name}?mode=ro" if writable else f"file:{name}?immutable=1"
+            if writable:
+                name = f"file:{name}?mode=ro"
+            elif _pending_wal(path):
+                name = f"file:{self._snapshot(path)}?mode=ro"
+            else:
+                name = f"file:{name}?immutable=1"
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": name,
                "SQLITE_LOCK_TIMEOUT": str(self.lock_timeout), "CREATE_TABLE": "true" if create else "false"}
         try:
@@ -379,7 +386,8 @@ class Store:
     def _find_log(self) -> None:
         """Find the log by its creation event; an empty store has none yet."""
         try:
-            first = self.recorder.select_notifications(None, 1, topics=[LOG_TOPICS[0]])
+            # any log event will do: a ledger whose genesis row was deleted must still be found (and fail)
+            first = self.recorder.select_notifications(None, 1, topics=list(LOG_TOPICS))
         except es.PersistenceError as e:
             if "no such table" in str(e) or "does not exist" in str(e):
                 raise NotALedger(f"{redact(self.url)} is not a custody ledger") from e
@@ -388,16 +396,30 @@ class Store:
             raise NotALedger(f"{redact(self.url)} is not a custody ledger ({_first_line(e)})") from e
         if first:
             self._log_id = first[0].originator_id
-            state = decode_state(first[0].state)
-            self.origin = _origin_of(state["wire"])
+            state = _decoded(first[0].state)
+            self.origin = _origin_of(state.get("wire", b""))
 
     @property
     def opened(self) -> bool:
         return self._log_id is not None
 
+    def _snapshot(self, path: Path) -> Path:
+        """Copy a read-only database and its write-ahead log to a private folder and read the copy.
+
+        SQLite's `immutable=1`, the only way to open a WAL database in a folder it may not write to,
+        ignores the WAL: it would show an older ledger. The copy shows what a writer committed.
+        """
+        self._tempdir = tempfile.mkdtemp(prefix="custody-ro-")
+        copy = Path(self._tempdir) / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(Path(f"{path}-wal"), Path(f"{copy}-wal"))
+        return copy
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._factory.close()
+        if getattr(self, "_tempdir", None):
+            shutil.rmtree(self._tempdir, ignore_errors=True)
 
     def __enter__(self) -> Store:
         return self
@@ -477,7 +499,7 @@ class Store:
         if self.origin is None:
             return []
         rows = self._select(unit_id(self.origin, serial))
-        return [{**decode_state(r.state), "version": r.originator_version} for r in rows]
+        return [{**_decoded(r.state), "version": r.originator_version} for r in rows]
 
     def all_unit_links(self, chunk: int = 5000) -> Iterator[tuple[UUID, int, dict[str, Any]]]:
         """Every stored unit link in insertion order: (unit id, version, state)."""
@@ -489,7 +511,7 @@ class Store:
             except es.PersistenceError as e:
                 raise self._error("read", e) from e
             for row in rows:
-                yield row.originator_id, row.originator_version, decode_state(row.state)
+                yield row.originator_id, row.originator_version, _decoded(row.state)
             if len(rows) < chunk:
                 return
             start = rows[-1].id
@@ -500,8 +522,11 @@ class Store:
             return []
         out = []
         for row in self._select(checkpoints_id(self.origin)):
-            state = decode_state(row.state)
-            out.append((row.originator_version, state["size"], state["note"]))
+            state = _decoded(row.state)
+            size, note = state.get("size"), state.get("note")
+            # an undecodable row reads as an empty note, which `verify` reports as a bad checkpoint
+            out.append((row.originator_version, size if isinstance(size, int) else -1,
+                        note if isinstance(note, str) else ""))
         return out
 
     # --- raw reads: rows as stored, no event objects (`verify` decodes them in worker processes) ---
@@ -670,9 +695,26 @@ def _row(row: Any) -> tuple[Any, ...]:
     return tuple(row.values()) if isinstance(row, dict) else tuple(row)
 
 
+def _pending_wal(path: Path) -> bool:
+    wal = Path(f"{path}-wal")
+    return wal.exists() and wal.stat().st_size > 0 and os.access(wal, os.R_OK)
+
+
+def _decoded(state: bytes) -> dict[str, Any]:
+    """A stored event's state, or {} when it cannot be decoded (the callers' checks then fail)."""
+    try:
+        decoded = decode_state(state)
+    except Exception:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
 def _log_event(row: StoredEvent) -> LogEvent:
-    state = decode_state(row.state)
-    return LogEvent(row.originator_version, row.originator_version - 1, state["wire"], state["range"])
+    state = _decoded(row.state)
+    wire, range_ = state.get("wire"), state.get("range")
+    if not isinstance(wire, bytes) or not isinstance(range_, list):
+        raise EncodingInvalid("a stored log event cannot be decoded", row.originator_version - 1)
+    return LogEvent(row.originator_version, row.originator_version - 1, wire, range_)
 
 
 def _origin_of(wire: bytes) -> str | None:

@@ -119,13 +119,6 @@ def test_read_only_mount(tmp_path: Path) -> None:
     assert _log_size(book) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported): a read-only copy whose WAL still holds committed "
-    "statements (a writer crashed, or the copy was taken while one was connected) is opened with "
-    "SQLite's immutable=1, which ignores the WAL: verify reports an older, shorter ledger as "
-    "intact and history calls the newest units unknown",
-)
 def test_read_only_mount_with_a_pending_write_ahead_log(tmp_path: Path) -> None:
     import sqlite3
 

@@ -935,12 +935,6 @@ def test_a_tampered_stored_tree_head_is_refused_by_the_operator(tmp_path: Path) 
     assert "tree head" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported): a stored event whose state cannot be decoded crashes "
-    "`Store.head()`/`checkpoints()` (msgpack's ExtraData escapes): `custody verify`, `history`, "
-    "`replay`, `export` print a traceback instead of an integrity failure (exit 1)",
-)
 @pytest.mark.parametrize("what", ["newest statement", "checkpoint"])
 def test_an_undecodable_stored_event_is_an_integrity_failure(tmp_path: Path, what: str) -> None:
     built = build_ledger(str(tmp_path / "undecodable.db"), **SMALL)  # type: ignore[arg-type]
