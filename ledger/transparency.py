@@ -10,7 +10,7 @@ Three roles, one module, each a pair of "make it" and "check it":
   the last checkpoint this witness cosigned (its state file, c2sp.org/tlog-witness). A rollback or a
   fork is refused.
 - **Anyone** proves one unit's history without the ledger: `build_proof` writes a self-contained
-  `custody-proof/1` document (docs/proofs.md): the unit's statements, the administrative statements that
+  `custody-proof/1` document (README "Per-unit proofs"): the unit's statements, the administrative statements that
   authorise their signers, an RFC 9162 inclusion proof for each against one signed checkpoint, and that
   checkpoint. `verify_proof` checks it all offline and folds the unit's statements for its findings.
 
@@ -63,7 +63,7 @@ from ledger.state import Finding, State, UnitState
 from ledger.statement import ADMIN_KINDS, ZERO_HASH, Statement, decode, key_id, valid_id, verify_signature
 from ledger.store import Store
 
-PROOF_FORMAT = "custody-proof/1"  # docs/proofs.md: the `format` of a per-unit proof document
+PROOF_FORMAT = "custody-proof/1"  # README "Per-unit proofs": the `format` of a per-unit proof document
 PROOF_PREFIX = b'{"format":"' + PROOF_FORMAT.encode() + b'",'  # how every canonical proof file begins
 PROOF_KEYS = frozenset({"format", "origin", "serial", "signed_checkpoint", "statements"})
 ENTRY_KEYS = frozenset({"index", "wire", "inclusion"})
@@ -344,7 +344,7 @@ class ProofEntry:
 
 @dataclass(frozen=True, slots=True)
 class UnitProof:
-    """A `custody-proof/1` document: see docs/proofs.md."""
+    """A `custody-proof/1` document: see README "Per-unit proofs"."""
 
     origin: str
     serial: str
@@ -358,7 +358,7 @@ class UnitProof:
                                 "inclusion": [_b64(h) for h in e.inclusion]} for e in self.entries]}
 
     def encode(self) -> bytes:
-        """The canonical file bytes (docs/proofs.md "Canonical form")."""
+        """The canonical file bytes (README "Per-unit proofs" "Canonical form")."""
         return canonical_json(self.document())
 
 
@@ -564,7 +564,7 @@ def _decode_or_none(wire: bytes) -> Statement | None:
 
 
 def select_statements(steps: dict[int, Statement], authority: Sequence[tuple[int, Statement]]) -> set[int]:
-    """The log indices a unit's proof carries (docs/proofs.md "Which statements").
+    """The log indices a unit's proof carries (README "Per-unit proofs" "Which statements").
 
     The unit's steps; the genesis; every registration of the participants that signed a step, and every
     approval or suspension of the consignees it was re-exported to, logged before its newest step; the

@@ -310,7 +310,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role};
 
 def test_roles_with_passwords_and_least_privilege(tmp_path: Path, runner: CliRunner,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """docs/postgres.md, step by step: the owner (CREATE on its schema) runs `init`; a participant's
+    """README "Running on PostgreSQL", step by step: the owner (CREATE on its schema) runs `init`; a participant's
     role with only the run-time grants records and verifies and cannot rewrite the log; a reader's role
     verifies and cannot record; passwords come from PGPASSWORD and from a .pgpass file."""
     import psycopg
