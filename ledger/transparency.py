@@ -358,7 +358,7 @@ class UnitProof:
                                 "inclusion": [_b64(h) for h in e.inclusion]} for e in self.entries]}
 
     def encode(self) -> bytes:
-        """The canonical file bytes (README "Per-unit proofs" "Canonical form")."""
+        """The canonical file bytes (README "File format": keys sorted, no whitespace, ASCII only)."""
         return canonical_json(self.document())
 
 
