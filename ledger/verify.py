@@ -28,6 +28,7 @@ from ledger.errors import (
     CheckpointSignatureInvalid,
     CosignatureMissing,
     EncodingInvalid,
+    GenesisUntrusted,
     IntegrityError,
     LedgerError,
     LogIndexInvalid,
@@ -354,6 +355,7 @@ def verify_store(store: Store, options: Options) -> Report:
         stored_sum, anomaly = pipe.finish_links() if store.origin is not None else (0, False)
     if anomaly or stored_sum != verifier.links.total or store.origin is None:
         _check_unit_links(store, verifier)
+    _check_tree_head(store, verifier)
     stored = store.checkpoints()
     good = verifier.check_notes([note for _, _, note in stored], "stored")
     given = verifier.check_given()
@@ -361,6 +363,19 @@ def verify_store(store: Store, options: Options) -> Report:
     _trust_warning(verifier, options)
     _uncovered_warning(verifier, [size for _, size, _ in stored])
     return verifier.report(_checks(options, True, bool(stored)))
+
+
+def _check_tree_head(store: Store, verifier: Verifier) -> None:
+    """The compact range kept with the newest log event is what writers and `checkpoint` build on."""
+    size = len(verifier.leaves)
+    if size == 0:
+        verifier.fail(GenesisUntrusted("the log is empty: there is no ledger_opened at index 0", 0))
+        return
+    head = store.head()
+    computed = merkle.CompactRange.from_leaves(verifier.leaves.upto(size))
+    if head is None or head.index != size - 1 or list(computed.hashes) != list(head.range):
+        verifier.fail(LogIndexInvalid("the stored tree head (the compact range kept with the newest log "
+                                      "event) disagrees with the log", size - 1))
 
 
 def _log_links(store: Store) -> dict[str, tuple[int, bytes]]:

@@ -829,12 +829,6 @@ def test_tampered_views_do_not_fool_verify(medium: tuple[Built, EventTable]) -> 
     assert verify_url(built.url).intact
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported): with the genesis row deleted the store finds no log, "
-    "and a ledger without unit links, or an emptied one, verifies as intact with 0 statements, "
-    "even with --trust",
-)
 @pytest.mark.parametrize("what", ["genesis", "everything"])
 def test_a_ledger_without_its_genesis_does_not_verify(store_kind: str, tmp_path: Path, what: str) -> None:
     built = build_ledger(_url(store_kind, tmp_path, "admin"), groups=0)
@@ -905,12 +899,6 @@ def test_raw_flips_of_stored_log_events(small: Built) -> None:
     assert set(unnoticed) <= {"range", "timestamp"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="REPORTED: verify does not compare each stored event's Merkle compact "
-    "range (the tree head writers and `custody checkpoint` start from) with the log's; "
-    "`custody checkpoint` refuses such a ledger, but `verify` calls it intact",
-)
 def test_a_tampered_stored_tree_head_fails_verify(small: Built) -> None:
     table = EventTable(small.url)
     row = _log_row(table, 5)
