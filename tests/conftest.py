@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +86,30 @@ def new_postgres_schema() -> str:
     return f"{base.split('?')[0]}?schema={schema}"
 
 
+def drop_postgres_schema(url: str) -> None:
+    """Remove a test's schema and everything in it (best effort: a test may hold it still)."""
+    import psycopg
+
+    base, _, query = url.partition("?schema=")
+    try:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SET lock_timeout = '2s'")
+            conn.execute(f'DROP SCHEMA IF EXISTS "{query}" CASCADE')
+    except psycopg.Error:
+        pass
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """One test body, both stores: a file path for SQLite, a fresh schema's URL for PostgreSQL."""
     if request.param == "sqlite":
-        return str(tmp_path / "custody.db")
+        yield str(tmp_path / "custody.db")
+        return
     if not _postgres_url():
         pytest.skip(f"PostgreSQL tests need {PG_ENV} (set by .ci/run)")
-    return new_postgres_schema()
+    url = new_postgres_schema()
+    yield url
+    drop_postgres_schema(url)
 
 
 @dataclass
@@ -141,11 +160,10 @@ def make_keys(directory: Path, names: list[str]) -> None:
         keys.write_keypair(directory, name, keys.generate(), None, comment=name)
 
 
-@pytest.fixture
-def ledger(tmp_path: Path, runner: CliRunner, db_url: str) -> Iterator[Ledger]:
+def open_ledger(directory: Path, db: str, runner: CliRunner) -> Ledger:
     """An opened ledger with the usual participants and two approved customers (caps 100 and 5)."""
-    make_keys(tmp_path / "keys", ["authority", "operator", "rogue", *PARTICIPANTS])
-    book = Ledger(tmp_path, db_url, runner)
+    make_keys(directory / "keys", ["authority", "operator", "rogue", *PARTICIPANTS])
+    book = Ledger(directory, db, runner)
     book.cli("init", "--origin", ORIGIN, "--authority", book.key("authority"), "--operator",
              book.pub("operator"), ok=True)
     for name, (pid, role, country) in PARTICIPANTS.items():
@@ -155,21 +173,50 @@ def ledger(tmp_path: Path, runner: CliRunner, db_url: str) -> Iterator[Ledger]:
              book.key("authority"), ok=True)
     book.cli("customer", "approve", "bytedance", "--cap", "5", "--license", "LIC-2", "--key",
              book.key("authority"), ok=True)
-    yield book
+    return book
 
 
 @pytest.fixture
-def sqlite_ledger(tmp_path: Path, runner: CliRunner) -> Iterator[Ledger]:
+def ledger(tmp_path: Path, runner: CliRunner, db_url: str) -> Ledger:
+    """The usual ledger (`open_ledger`) on each store."""
+    return open_ledger(tmp_path, db_url, runner)
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path, runner: CliRunner) -> Ledger:
     """The same ledger on SQLite only, for tests that edit the database file directly."""
-    make_keys(tmp_path / "keys", ["authority", "operator", "rogue", *PARTICIPANTS])
-    book = Ledger(tmp_path, str(tmp_path / "custody.db"), runner)
-    book.cli("init", "--origin", ORIGIN, "--authority", book.key("authority"), "--operator",
-             book.pub("operator"), ok=True)
-    for name, (pid, role, country) in PARTICIPANTS.items():
-        book.cli("participant", "add", pid, "--role", role, "--pubkey", book.pub(name), "--country", country,
-                 "--key", book.key("authority"), ok=True)
-    book.cli("customer", "approve", "alibaba", "--cap", "100", "--license", "LIC-1", "--key",
-             book.key("authority"), ok=True)
-    book.cli("customer", "approve", "bytedance", "--cap", "5", "--license", "LIC-2", "--key",
-             book.key("authority"), ok=True)
-    yield book
+    return open_ledger(tmp_path, str(tmp_path / "custody.db"), runner)
+
+
+EPCIS_SCHEMA = SHARED / "epcis" / "EPCIS-JSON-Schema.json"
+
+# jsonschema checks "uri" and "date-time" only with optional packages; these stand-ins keep the formats
+# checked whatever is installed (RFC 3986 absolute URI characters, RFC 3339 with an offset).
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?#\[\]]|%[0-9A-Fa-f]{2})*")
+_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if _DATE_TIME.fullmatch(value) is None:
+        return False
+    datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return True
+
+
+@pytest.fixture(scope="session")
+def epcis_validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema")
+    if not EPCIS_SCHEMA.exists():
+        pytest.skip(f"no EPCIS schema at {EPCIS_SCHEMA}")
+    schema = json.loads(EPCIS_SCHEMA.read_text(encoding="utf-8"))
+    checker = jsonschema.FormatChecker()
+    checker.checks("uri", raises=ValueError)(lambda v: not isinstance(v, str) or bool(_URI.fullmatch(v)))
+    checker.checks("date-time", raises=ValueError)(_is_date_time)
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema, format_checker=checker)
+
+
+def schema_errors(validator: Any, document: dict[str, Any]) -> list[str]:
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]

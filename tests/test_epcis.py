@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from nacl.signing import SigningKey, VerifyKey
 from ledger import canonical, epcis, statement
 from ledger.errors import BadInput, TimeInvalid
 from ledger.statement import Statement
+from tests.conftest import schema_errors
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SCHEMA_PATH = SHARED / "epcis" / "EPCIS-JSON-Schema.json"
@@ -119,47 +119,15 @@ def _stream(entries: list[tuple[int, Statement]] | None = None) -> tuple[str, in
 
 # -- schema validation -------------------------------------------------------------------------------------
 
-# jsonschema checks "uri" and "date-time" only with optional packages; these stand-ins keep the formats
-# checked whatever is installed (RFC 3986 absolute URI characters, RFC 3339 with an offset).
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?#\[\]]|%[0-9A-Fa-f]{2})*")
-_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+def test_document_validates_against_the_official_schema(epcis_validator: Any) -> None:
+    assert schema_errors(epcis_validator, _document()) == []
+    assert schema_errors(epcis_validator, json.loads(_stream()[0])) == []
 
 
-def _is_date_time(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    if _DATE_TIME.fullmatch(value) is None:
-        return False
-    datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return True
-
-
-@pytest.fixture(scope="module")
-def validator() -> Any:
-    jsonschema = pytest.importorskip("jsonschema")
-    if not SCHEMA_PATH.exists():
-        pytest.skip(f"no EPCIS schema at {SCHEMA_PATH}")
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    checker = jsonschema.FormatChecker()
-    checker.checks("uri", raises=ValueError)(lambda v: not isinstance(v, str) or bool(_URI.fullmatch(v)))
-    checker.checks("date-time", raises=ValueError)(_is_date_time)
-    jsonschema.Draft7Validator.check_schema(schema)
-    return jsonschema.Draft7Validator(schema, format_checker=checker)
-
-
-def _errors(validator: Any, document: dict[str, Any]) -> list[str]:
-    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
-
-
-def test_document_validates_against_the_official_schema(validator: Any) -> None:
-    assert _errors(validator, _document()) == []
-    assert _errors(validator, json.loads(_stream()[0])) == []
-
-
-def test_official_example_validates(validator: Any) -> None:
+def test_official_example_validates(epcis_validator: Any) -> None:
     example_path = SCHEMA_PATH.parent / "Example_9.6.1-ObjectEvent.jsonld"
     example = json.loads(example_path.read_text(encoding="utf-8"))
-    assert _errors(validator, example) == []
+    assert schema_errors(epcis_validator, example) == []
 
 
 def _event_of(document: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -220,25 +188,25 @@ PROBES = [_probe_urn_bizstep, _probe_urn_disposition, _probe_offset_z, _probe_no
           _probe_schema_version]
 
 
-def test_schema_rejects_every_probe(validator: Any) -> None:
+def test_schema_rejects_every_probe(epcis_validator: Any) -> None:
     document = _document()
-    assert _errors(validator, document) == []
+    assert schema_errors(epcis_validator, document) == []
     wrongly_passed = []
     for probe in PROBES:
         corrupted = copy.deepcopy(document)
         probe(corrupted)
-        if not _errors(validator, corrupted):
+        if not schema_errors(epcis_validator, corrupted):
             wrongly_passed.append(probe.__name__)
     assert wrongly_passed == []
 
 
-def test_golden_vectors_export_validates(validator: Any) -> None:
+def test_golden_vectors_export_validates(epcis_validator: Any) -> None:
     if not VECTORS.exists():
         pytest.skip(f"no vectors at {VECTORS}")
     vectors = json.loads(VECTORS.read_text(encoding="utf-8"))
     entries = [(v["index"], statement.decode(bytes.fromhex(v["wire_hex"]))) for v in vectors["statements"]]
     document = epcis.epcis_document(entries, _participants(entries).get, CREATED)
-    assert _errors(validator, document) == []
+    assert schema_errors(epcis_validator, document) == []
     events = document["epcisBody"]["eventList"]
     assert [e["custody:kind"] for e in events] == list(statement.STEPS)
     assert all("custody:participant" in e for e in events)

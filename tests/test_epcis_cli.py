@@ -1,14 +1,12 @@
 """`custody export-epcis` end to end: a ledger built through the CLI becomes a valid EPCIS 2.0 document.
 
-Validated with jsonschema's Draft 7 validator against GS1's EPCIS-JSON-Schema.json (skipped where
+Validated with jsonschema's Draft 7 epcis_validator against GS1's EPCIS-JSON-Schema.json (skipped where
 ../shared is absent); one event per custody statement, none for administrative statements.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,39 +17,7 @@ from commands.main import app
 from ledger import epcis
 from ledger.statement import STEPS, Statement, decode
 from ledger.store import Store
-from tests.conftest import Ledger
-
-# jsonschema checks "uri" and "date-time" only with optional packages; these stand-ins keep the formats
-# checked whatever is installed (RFC 3986 absolute URI characters, RFC 3339 with an offset).
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?#\[\]]|%[0-9A-Fa-f]{2})*")
-_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
-
-
-def _is_date_time(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    if _DATE_TIME.fullmatch(value) is None:
-        return False
-    datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return True
-
-
-@pytest.fixture(scope="module")
-def validator() -> Any:
-    jsonschema = pytest.importorskip("jsonschema")
-    schema_path = Path(__file__).resolve().parents[2] / "shared" / "epcis" / "EPCIS-JSON-Schema.json"
-    if not schema_path.exists():
-        pytest.skip(f"no EPCIS schema at {schema_path} (../shared is absent)")
-    schema = json.loads(schema_path.read_text(encoding="utf-8"))
-    checker = jsonschema.FormatChecker()
-    checker.checks("uri", raises=ValueError)(lambda v: not isinstance(v, str) or bool(_URI.fullmatch(v)))
-    checker.checks("date-time", raises=ValueError)(_is_date_time)
-    jsonschema.Draft7Validator.check_schema(schema)
-    return jsonschema.Draft7Validator(schema, format_checker=checker)
-
-
-def _errors(validator: Any, document: dict[str, Any]) -> list[str]:
-    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)][:10]
+from tests.conftest import Ledger, schema_errors
 
 
 def _statements(db: str) -> list[tuple[int, Statement]]:
@@ -79,10 +45,10 @@ def _export(ledger: Ledger, *extra: str) -> tuple[Any, dict[str, Any]]:
     return result, json.loads(out.read_text(encoding="ascii"))
 
 
-def test_epcis_export_validates_and_has_one_event_per_step(ledger: Ledger, validator: Any) -> None:
+def test_epcis_export_validates_and_has_one_event_per_step(ledger: Ledger, epcis_validator: Any) -> None:
     _build(ledger)
     result, document = _export(ledger)
-    assert _errors(validator, document) == []
+    assert schema_errors(epcis_validator, document) == []
     statements = _statements(ledger.db)
     steps = [(i, s) for i, s in statements if s.kind in STEPS]
     events = document["epcisBody"]["eventList"]
@@ -107,18 +73,18 @@ def test_epcis_export_validates_and_has_one_event_per_step(ledger: Ledger, valid
     assert document["@context"][1] == {"custody": epcis.EXT_NS}
 
 
-def test_epcis_upto_exports_the_steps_of_the_prefix(ledger: Ledger, validator: Any) -> None:
+def test_epcis_upto_exports_the_steps_of_the_prefix(ledger: Ledger, epcis_validator: Any) -> None:
     _build(ledger)
     _, document = _export(ledger, "--upto", "12")
-    assert _errors(validator, document) == []
+    assert schema_errors(epcis_validator, document) == []
     indices = [e["custody:logIndex"] for e in document["epcisBody"]["eventList"]]
     assert indices == [10, 11, 12]  # fabricated, shipped, inspected: statements 0…9 are administrative
 
 
-def test_epcis_of_a_ledger_with_no_steps_is_an_empty_event_list(ledger: Ledger, validator: Any) -> None:
+def test_epcis_of_a_ledger_with_no_steps_is_an_empty_event_list(ledger: Ledger, epcis_validator: Any) -> None:
     _, document = _export(ledger)
     assert document["epcisBody"]["eventList"] == []
-    assert _errors(validator, document) == []
+    assert schema_errors(epcis_validator, document) == []
 
 
 def test_epcis_export_refuses_bad_targets_and_writes_nothing(ledger: Ledger) -> None:
@@ -136,7 +102,7 @@ def test_epcis_export_of_no_ledger_is_exit_2(tmp_path: Path, runner: CliRunner) 
     assert result.exit_code == 2 and not (tmp_path / "x").exists() and not (tmp_path / "absent.db").exists()
 
 
-def test_epcis_export_of_the_demo_ledger(tmp_path: Path, runner: CliRunner, validator: Any) -> None:
+def test_epcis_export_of_the_demo_ledger(tmp_path: Path, runner: CliRunner, epcis_validator: Any) -> None:
     if "demo" not in {c.name for c in app.registered_commands}:
         pytest.skip("`custody demo` is not built yet")
     demo = runner.invoke(app, ["demo", "--units", "24", "--dir", str(tmp_path / "demo")])
@@ -146,6 +112,6 @@ def test_epcis_export_of_the_demo_ledger(tmp_path: Path, runner: CliRunner, vali
     result = runner.invoke(app, ["--db", db, "export-epcis", str(out)])
     assert result.exit_code == 0, result.stderr
     document = json.loads(out.read_text(encoding="ascii"))
-    assert _errors(validator, document) == []
+    assert schema_errors(epcis_validator, document) == []
     steps = [i for i, s in _statements(db) if s.kind in STEPS]
     assert [e["custody:logIndex"] for e in document["epcisBody"]["eventList"]] == steps
