@@ -16,7 +16,12 @@ customer_app = typer.Typer(help="Approve and suspend customers.", no_args_is_hel
 policy_app = typer.Typer(help="Issue a new policy version.", no_args_is_help=True)
 
 
-def _recorded(result: append.Recorded, what: str) -> None:
+def _append(db: str | None, key: Path, passphrase_file: Path | None, kind: str, data: dict[str, object],
+            what: str) -> None:
+    """Sign one administrative statement with `key` and append it; say where it went."""
+    signer = load_key(key, passphrase_file)
+    with open_store(db) as store:
+        result = append.record(store, signer, kind, data)
     typer.echo(f"recorded {what} at index {result.index} ({result.statement.hash.hex()})")
 
 
@@ -61,9 +66,7 @@ def participant_add(
         raise typer.BadParameter(f"unknown role {bad[0]!r}: use {', '.join(ROLES)}", param_hint="--role")
     data = {"id": pid, "name": name or pid, "country": values.parse_country(country),
             "roles": list(dict.fromkeys(role)), "key": keys.load_public(pubkey)}
-    signer = load_key(key, passphrase_file)
-    with open_store(db) as store:
-        _recorded(append.record(store, signer, "participant_registered", data), f"participant {pid}")
+    _append(db, key, passphrase_file, "participant_registered", data, f"participant {pid}")
 
 
 @participant_app.command("revoke-key")
@@ -78,11 +81,10 @@ def revoke_key(
 ) -> None:
     """Revoke a key: refused from now on; earlier statements signed at or after --at are flagged."""
     effective = values.parse_time(at) if at else append.now_us()
-    signer = load_key(key, passphrase_file)
-    with open_store(db) as store:
+    with open_store(db, readonly=True) as store:
         public = _resolve_key(store, target)
-        data = {"key": public, "effective": effective, "reason": reason}
-        _recorded(append.record(store, signer, "key_revoked", data), "key revocation")
+    _append(db, key, passphrase_file, "key_revoked", {"key": public, "effective": effective, "reason": reason},
+            "key revocation")
 
 
 def _resolve_key(store: object, target: str) -> bytes:
@@ -116,9 +118,7 @@ def customer_approve(
                                "license": license_}
     if until:
         data["valid_until"] = values.next_midnight(values.parse_time(until))
-    signer = load_key(key, passphrase_file)
-    with open_store(db) as store:
-        _recorded(append.record(store, signer, "customer_approved", data), f"approval of {customer_id}")
+    _append(db, key, passphrase_file, "customer_approved", data, f"approval of {customer_id}")
 
 
 @customer_app.command("suspend")
@@ -132,9 +132,7 @@ def customer_suspend(
 ) -> None:
     """Suspend a customer's approval."""
     data = {"id": values.parse_id(customer_id, "customer id"), "reason": reason}
-    signer = load_key(key, passphrase_file)
-    with open_store(db) as store:
-        _recorded(append.record(store, signer, "customer_suspended", data), f"suspension of {customer_id}")
+    _append(db, key, passphrase_file, "customer_suspended", data, f"suspension of {customer_id}")
 
 
 @policy_app.command("issue")
@@ -143,9 +141,7 @@ def policy_issue(file: Annotated[Path, typer.Argument(help="Policy TOML.")], key
                  passphrase_file: PassphraseOption = None, db: DbOption = None) -> None:
     """Record a new policy version; it acts on the statements logged after it."""
     text = policy.load_policy_file(file).source
-    signer = load_key(key, passphrase_file)
-    with open_store(db) as store:
-        _recorded(append.record(store, signer, "policy_issued", {"policy": text}), "policy")
+    _append(db, key, passphrase_file, "policy_issued", {"policy": text}, "policy")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ shipment does not pay for 1,000 aggregate objects; the classes still reconstruct
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -25,11 +25,11 @@ class Log(Aggregate):
     """The global log: one event per accepted statement; the genesis statement creates it."""
 
     @event("Opened")
-    def __init__(self, wire: bytes, range: list[bytes]) -> None:  # noqa: A002 - the compact range
+    def __init__(self, wire: bytes, range: list[bytes]) -> None:
         self.range = range
 
     @event("Appended")
-    def append(self, wire: bytes, range: list[bytes]) -> None:  # noqa: A002 - the compact range
+    def append(self, wire: bytes, range: list[bytes]) -> None:
         self.range = range
 
 
@@ -37,12 +37,12 @@ class Unit(Aggregate):
     """One chip; its events are the links of its hash chain."""
 
     @event("Fabricated")
-    def __init__(self, serial: str, index: int, hash: bytes, at: int) -> None:  # noqa: A002
+    def __init__(self, serial: str, index: int, hash: bytes, at: int) -> None:
         self.serial = serial
         self.links: list[tuple[int, bytes]] = [(index, hash)]
 
     @event("Linked")
-    def link(self, serial: str, index: int, hash: bytes, at: int) -> None:  # noqa: A002
+    def link(self, serial: str, index: int, hash: bytes, at: int) -> None:
         self.links.append((index, hash))
 
 
