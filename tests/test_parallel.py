@@ -379,6 +379,14 @@ def test_a_worker_never_vouches_for_a_bad_signature(tmp_path: Path) -> None:
     assert all(verified is None for _, _, _, verified in items)
     items, _ = parallel.decode_chunk(0, built.wires, False, dict(known))
     assert all(verified is not None for _, _, _, verified in items)
+    # what the worker processes run: one byte per (body, signature, key)
+    statements = [statement for _, statement, _, _ in items if statement is not None]
+    jobs = [(s.body, s.signature, known[s.signer]) for s in statements]
+    assert parallel._verify_task(jobs) == b"\x01" * len(jobs)
+    bad = [(body, signature[:-1] + bytes([signature[-1] ^ 1]), key) for body, signature, key in jobs]
+    assert parallel._verify_task(bad) == b"\x00" * len(jobs)
+    other = built.keys["rogue"].public
+    assert parallel._verify_task([(body, signature, other) for body, signature, _ in jobs]) == b"\x00" * len(jobs)
 
 
 def test_worker_learns_keys_from_registrations_it_decodes(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -98,7 +97,23 @@ def _env(url: str | None, directory: Path) -> dict[str, str]:
 
 
 def eventsourcing_save_rate(unit_steps: int, postgres_url: str | None = None, per_call: int = 1000) -> float:
-    """Events per second saved by a bare application, `per_call` new aggregates per `save`."""
+    """Events per second saved by a bare application, `per_call` new aggregates per `save` (on PostgreSQL,
+    into a fresh schema that is dropped afterwards)."""
+    schema_url = None
+    if postgres_url is not None:
+        import conftest_pg
+
+        schema_url = conftest_pg.fresh_schema(postgres_url)
+    try:
+        return _save_rate(unit_steps, schema_url, per_call)
+    finally:
+        if schema_url is not None:
+            import conftest_pg
+
+            conftest_pg.drop_schema(schema_url)
+
+
+def _save_rate(unit_steps: int, postgres_url: str | None, per_call: int) -> float:
     with tempfile.TemporaryDirectory(dir=os.environ.get("CUSTODY_BENCH_TMP")) as tmp:
         app = _Bare(env=_env(postgres_url, Path(tmp)))
         digest = bytes(32)
@@ -112,7 +127,3 @@ def eventsourcing_save_rate(unit_steps: int, postgres_url: str | None = None, pe
         seconds = time.perf_counter() - began
         app.close()
     return unit_steps / seconds
-
-
-def _uuid() -> str:
-    return uuid4().hex

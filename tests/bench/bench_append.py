@@ -61,6 +61,10 @@ def bulk(directory: Path, units: int, postgres: str | None, options: list[str]) 
           "signing included")
     ledgers.grow(built, units)
     rate = built.unit_steps / built.seconds
+    if postgres:
+        import conftest_pg
+
+        conftest_pg.drop_schema(built.url)
     base = baselines.eventsourcing_save_rate(built.unit_steps, postgres)
     command = common.reproduce(SCRIPT, "--only", "bulk", *options)
     common.report(f"append.Batch ({where})", rate, "unit-steps/s", command,
