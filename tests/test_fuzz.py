@@ -148,12 +148,15 @@ def test_mutated_bundles_fail_as_designed(built: Built, data: st.DataObject) -> 
 
 
 def _shortened(data: bytes, built: Built) -> bool:
-    """Whether `data` is the bundle cut short at an object boundary: the only change that verifies
-    (DESIGN.md: verify then warns that no checkpoint covers the newest statements)."""
+    """Whether `data` is the bundle cut short at an object boundary, or with whole checkpoints left out:
+    the only changes that verify (DESIGN.md: verify then warns that no checkpoint covers the newest
+    statements; each bundled checkpoint is checked on its own, so dropping one leaves a valid bundle)."""
     reader = bundle.open_bundle(io.BytesIO(data))
     wires = [wire for _, wire in reader.statements()]
     notes = list(reader.checkpoints())
-    return wires == built.wires[: len(wires)] and notes == built.checkpoints[: len(notes)]
+    remaining = iter(built.checkpoints)
+    in_order = all(any(note == kept for kept in remaining) for note in notes)
+    return wires == built.wires[: len(wires)] and in_order
 
 
 @FAST
