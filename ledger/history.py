@@ -13,6 +13,8 @@ from ledger.store import Store
 
 @dataclass(frozen=True)
 class Step:
+    """One statement of a unit's chain, with the participant that signed it (as of that index)."""
+
     index: int
     statement: Statement
     participant: str | None

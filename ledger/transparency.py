@@ -58,6 +58,7 @@ from ledger.errors import (
     RootMismatch,
     TimeInvalid,
 )
+from ledger.history import Step
 from ledger.keys import PrivateKey
 from ledger.state import Finding, State, UnitState
 from ledger.statement import ADMIN_KINDS, ZERO_HASH, Statement, decode, key_id, valid_id, verify_signature
@@ -607,15 +608,6 @@ def select_statements(steps: dict[int, Statement], authority: Sequence[tuple[int
 
 
 @dataclass(frozen=True)
-class ProvenStep:
-    """One verified statement of the unit, with the participant that signed it (as of that index)."""
-
-    index: int
-    statement: Statement
-    participant: str | None
-
-
-@dataclass(frozen=True)
 class VerifiedProof:
     """What a proof proves: the unit's steps up to the checkpoint, and the findings they show."""
 
@@ -624,7 +616,7 @@ class VerifiedProof:
     checkpoint: Checkpoint
     operator: bytes
     authorities: tuple[bytes, ...]
-    steps: tuple[ProvenStep, ...]
+    steps: tuple[Step, ...]
     findings: tuple[Finding, ...]
     statements: int
 
@@ -661,7 +653,7 @@ def verify_proof(proof: UnitProof, *, trusted: Sequence[bytes], operator: bytes 
         merkle.verify_inclusion(entry.index, checkpoint.size, merkle.leaf_hash(entry.wire), entry.inclusion,
                                 checkpoint.root)
     state = State(origin=proof.origin)
-    steps: list[ProvenStep] = []
+    steps: list[Step] = []
     for entry in proof.entries:
         statement = decode_at(entry)
         if entry.index == 0:
@@ -679,7 +671,7 @@ def verify_proof(proof: UnitProof, *, trusted: Sequence[bytes], operator: bytes 
             _check_step(state, statement, entry.index, proof.serial, now_us)
             participant = state.participant_of(statement.signer)
             _fold_step(state, statement, entry.index, proof.serial)
-            steps.append(ProvenStep(entry.index, statement, participant))
+            steps.append(Step(entry.index, statement, participant))
     if not steps:
         raise ProofInvalid(f"the proof holds no statement of unit {proof.serial}")
     assert state.operator is not None
