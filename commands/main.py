@@ -11,7 +11,7 @@ from typer import exceptions as typer_exceptions
 from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
 
-from commands import _common, admin, audit, keys_cmd, record_cmd
+from commands import _common, admin, audit, bundles, demo_cmd, keys_cmd, record_cmd, reports, transparency
 
 
 def _version() -> str:
@@ -69,23 +69,10 @@ keys_cmd.register(app)
 admin.register(app)
 record_cmd.register(app)
 audit.register(app)
-
-
-def _register_optional() -> None:
-    """Command modules of later capabilities register themselves when present."""
-    import importlib
-
-    for name in ("transparency", "bundles", "reports", "demo_cmd"):
-        try:
-            module = importlib.import_module(f"commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"commands.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_register_optional()
+transparency.register(app)
+bundles.register(app)
+reports.register(app)
+demo_cmd.register(app)
 
 
 def run() -> None:

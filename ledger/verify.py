@@ -36,7 +36,7 @@ from ledger.errors import (
     UnitLinksInvalid,
 )
 from ledger.state import Finding, State
-from ledger.statement import Statement, decode
+from ledger.statement import Statement
 from ledger.store import Store
 
 MAX_FAILURES = 100
@@ -535,8 +535,3 @@ def _statements_in(path: Path) -> int | None:
         return path.stat().st_size // 200
     except OSError:
         return None
-
-
-def statements_of(pairs: Iterable[tuple[int, bytes]]) -> Iterable[tuple[int, Statement]]:
-    for index, wire in pairs:
-        yield index, decode(wire)
