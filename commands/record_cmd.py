@@ -19,19 +19,13 @@ from commands._common import (
 )
 from ledger import append, values
 from ledger.errors import ViolationsFound
+from ledger.statement import STEP_ROLE, data_fields
 
 STEPS = {"fabricated": "fabricated", "shipped-to-us": "shipped_to_us", "inspected": "inspected",
          "duty-paid": "duty_paid", "re-exported": "re_exported", "received": "received"}
 
-# which step options each step needs: option name -> data field
-NEEDS = {
-    "fabricated": ("model", "site", "lot"),
-    "shipped_to_us": ("port_of_entry", "waybill"),
-    "inspected": ("result", "site", "country", "report"),
-    "duty_paid": ("entry", "entered_value", "duty"),
-    "re_exported": ("consignee", "license", "destination"),
-    "received": ("site",),
-}
+# the step options each step needs: DESIGN's data fields, `--entered-value` for `entered_value`
+NEEDS = {kind: data_fields(kind) for kind in STEP_ROLE}
 
 
 def _option(field: str) -> str:

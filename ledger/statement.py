@@ -54,6 +54,11 @@ _REQUIRED: dict[str, dict[str, str]] = {
 _OPTIONAL: dict[str, dict[str, str]] = {"customer_approved": {"valid_until": "time"}}
 
 
+def data_fields(kind: str) -> tuple[str, ...]:
+    """The required `data` fields of `kind`, in DESIGN.md's table order."""
+    return tuple(_REQUIRED[kind])
+
+
 def key_id(public_key: bytes) -> str:
     """DESIGN.md: lowercase hex SHA-256 of the raw 32-byte Ed25519 public key."""
     return hashlib.sha256(public_key).hexdigest()
