@@ -32,17 +32,9 @@ def _load_authority(store: Store, state: State) -> None:
     state.size = position(store)
 
 
-def _in(column: str, values: Sequence[str]) -> tuple[str, list[str]]:
-    return f"{column} IN ({','.join('?' * len(values))})", list(values)
-
-
 def load_rows(store: Store, table: str, column: str, keys: Iterable[str]) -> list[Any]:
-    keys = sorted(set(keys))
-    out: list[Any] = []
-    for start in range(0, len(keys), 500):
-        where, params = _in(column, keys[start:start + 500])
-        out += [unblob(r[0]) for r in store.query(f"SELECT row FROM {table} WHERE {where}", params)]
-    return out
+    return [unblob(r[0]) for r in store.query_in(f"SELECT row FROM {table} WHERE {{where}}", column,
+                                                 sorted(set(keys)))]
 
 
 def load_partial(store: Store, statements: Sequence[Statement]) -> State:
@@ -91,20 +83,19 @@ def save(store: Store, state: State, statements: Sequence[tuple[int, Statement]]
         _write_rows(cursor, state, statements)
 
 
+_SIGNED_COLUMNS = ("key_id", "idx", "at", "serials")
+
+
 def _write_rows(cursor: Any, state: State, statements: Sequence[tuple[int, Statement]]) -> None:
-    _upsert(cursor, "custody_authority", "id", [(1, blob(state.authority_row()))])
-    _upsert(cursor, "custody_units", "serial", [(u.serial, blob(u.to_row())) for u in state.units.values()])
-    _upsert(cursor, "custody_customers", "id", [(c.id, blob(c.to_row())) for c in state.customers.values()])
-    _upsert(cursor, "custody_duty", "entry", [(d.entry, blob(d.to_row())) for d in state.duty.values()])
-    cursor.executemany("INSERT INTO custody_findings (idx, serial, code, detail) VALUES (?, ?, ?, ?)",
-                       [(f.index, f.serial, f.code, f.detail) for f in state.findings])
-    cursor.executemany("INSERT INTO custody_signed (key_id, idx, at, serials) VALUES (?, ?, ?, ?)",
-                       [(s.signer, i, s.at, blob(list(s.serials))) for i, s in statements])
-
-
-def _upsert(cursor: Any, table: str, key: str, rows: list[tuple[Any, bytes]]) -> None:
-    cursor.executemany(f"INSERT INTO {table} ({key}, row) VALUES (?, ?) "
-                       f"ON CONFLICT ({key}) DO UPDATE SET row = excluded.row", rows)
+    """The rows `state` holds, each table in one bulk write (see `store._Cursor.upsert` and `insert`)."""
+    cursor.upsert("custody_authority", "id", [(1, blob(state.authority_row()))])
+    cursor.upsert("custody_units", "serial", [(u.serial, blob(u.to_row())) for u in state.units.values()])
+    cursor.upsert("custody_customers", "id", [(c.id, blob(c.to_row())) for c in state.customers.values()])
+    cursor.upsert("custody_duty", "entry", [(d.entry, blob(d.to_row())) for d in state.duty.values()])
+    cursor.insert("custody_findings", ("idx", "serial", "code", "detail"),
+                  [(f.index, f.serial, f.code, f.detail) for f in state.findings])
+    cursor.insert("custody_signed", _SIGNED_COLUMNS,
+                  [(s.signer, i, s.at, blob(list(s.serials))) for i, s in statements])
 
 
 def load_full(store: Store) -> State:
@@ -185,7 +176,7 @@ def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = 
         cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [state.size])
         _write_rows(cursor, state, [])
         # what each key signed, from the fold (the same rows the statements would give, none kept)
-        cursor.executemany("INSERT INTO custody_signed (key_id, idx, at, serials) VALUES (?, ?, ?, ?)",
-                           [(kid, i, at, blob(list(serials)))
-                            for kid, signed in state.signed.items() for i, at, serials in signed])
+        cursor.insert("custody_signed", _SIGNED_COLUMNS, [(kid, i, at, blob(list(serials)))
+                                                          for kid, signed in state.signed.items()
+                                                          for i, at, serials in signed])
     return state
