@@ -15,7 +15,6 @@ from ledger.policy import Policy, duty_due, parse_policy
 from ledger.state import STAGE, Customer, DutyEntry, Finding, KeyInfo, Participant, State, UnitState
 from ledger.statement import Statement, key_id
 
-ONCE_KINDS = ("shipped_to_us", "re_exported")  # a second one is OUT_OF_ORDER
 US_PER_DAY = 86_400 * 1_000_000
 
 
@@ -24,7 +23,7 @@ def _flag(state: State, out: list[Finding], unit: UnitState | None, serial: str 
     if unit is not None:
         if code in unit.codes:
             return
-        unit.codes.add(code)
+        unit.codes = unit.codes | {code}  # most units never get a finding: they share one empty set
     finding = Finding(code, serial, index, detail)
     out.append(finding)
     state.findings.append(finding)
@@ -91,20 +90,22 @@ def _flag_signed_after(state: State, kid: str, effective: int, before: int | Non
             _flag(state, out, state.units.get(serial), serial, "SIGNED_AFTER_REVOCATION", index, detail)
 
 
-def _apply_fabricated(state: State, index: int, statement: Statement, out: list[Finding]) -> None:
+def _apply_fabricated(state: State, index: int, statement: Statement, out: list[Finding]) -> tuple[str, ...]:
     policy = state.policy
     model = statement.data["model"]
     fab = state.participant_of(statement.signer)
     bad_model = model not in policy.allowed_models
     bad_fab = fab not in policy.approved_foundries
-    for serial, _ in statement.units:
-        unit = UnitState(serial, statement.hash, statement.at, index, "fabricated", model=model)
-        state.units[serial] = unit
+    units, head, at = state.units, statement.hash, statement.at
+    serials = tuple([serial for serial, _ in statement.units])
+    for serial in serials:
+        unit = units[serial] = UnitState(serial, head, at, index, "fabricated", 1, model)
         if bad_model:
             _flag(state, out, unit, serial, "PROHIBITED_MODEL", index, f"model {model} is not allowed")
         if bad_fab:
             _flag(state, out, unit, serial, "UNAPPROVED_FAB", index,
                   f"{fab or 'an unregistered signer'} is not an approved foundry")
+    return serials
 
 
 def _before_release(state: State, unit: UnitState, index: int, out: list[Finding], what: str) -> None:
@@ -118,16 +119,23 @@ def _before_release(state: State, unit: UnitState, index: int, out: list[Finding
         _flag(state, out, unit, serial, "SKIPPED_DUTY", index, f"{what} without duty paid")
 
 
-def _apply_step(state: State, index: int, statement: Statement, out: list[Finding]) -> None:
+def _apply_step(state: State, index: int, statement: Statement, out: list[Finding]) -> tuple[str, ...]:
+    """Fold a step other than `fabricated` into each of its units; returns the units' own serial strings.
+
+    One pass over the units with the statement's invariants worked out first: a shipment is a thousand
+    units, and the same few tests run for each.
+    """
     kind, data, policy = statement.kind, statement.data, state.policy
     stage = STAGE[kind]
-    signer_party = state.participant_of(statement.signer)
-    if kind == "inspected" and data["country"] != policy.inspection_country:
-        outside = f"inspected in {data['country']}, not {policy.inspection_country}"
-    else:
-        outside = ""
-    underpaid = undervalued = ""
-    if kind == "duty_paid":
+    shipping, inspecting = kind == "shipped_to_us", kind == "inspected"
+    paying, exporting, receiving = kind == "duty_paid", kind == "re_exported", kind == "received"
+    routed = stage >= 3  # a step that needs the unit shipped to the US first
+    result = outside = underpaid = undervalued = ""
+    if inspecting:
+        result = data["result"]
+        if data["country"] != policy.inspection_country:
+            outside = f"inspected in {data['country']}, not {policy.inspection_country}"
+    if paying:
         due = duty_due(policy, data["entered_value"])
         if data["duty"] < due:
             underpaid = f"entry {data['entry']}: duty {data['duty']} cents < {due} due"
@@ -140,37 +148,57 @@ def _apply_step(state: State, index: int, statement: Statement, out: list[Findin
         entry.paid += data["duty"]
         entry.units += len(statement.units)
         entry.statements += 1
+    consignee: str = data["consignee"] if exporting else ""
     customer: Customer | None = None
-    if kind == "re_exported":
-        customer = state.customers.get(data["consignee"])
+    in_force = False  # the approval does not change while one statement is folded
+    if exporting:
+        customer = state.customers.get(consignee)
+        in_force = customer is not None and customer.in_force(statement.at)
+    signer_party: str | None = None
     receiver: Customer | None = None
-    if kind == "received" and signer_party is not None:
-        receiver = state.customers.setdefault(signer_party, Customer(signer_party))
+    if receiving:
+        signer_party = state.participant_of(statement.signer)
+        if signer_party is not None:
+            receiver = state.customers.setdefault(signer_party, Customer(signer_party))
+    units, head, at = state.units, statement.hash, statement.at
+    serials: list[str] = []
     for serial, _ in statement.units:
-        unit = state.units[serial]
-        if unit.received or stage < unit.stage or (kind in ONCE_KINDS and _seen(unit, kind)):
+        unit = units[serial]
+        serials.append(unit.serial)
+        if unit.received or stage < unit.stage or (shipping and unit.shipped) or (exporting and unit.exported):
             _flag(state, out, unit, serial, "OUT_OF_ORDER", index, f"{kind} after {unit.step}")
-        if stage >= 3 and not unit.shipped:
+        if routed and not unit.shipped:
             _flag(state, out, unit, serial, "NOT_ROUTED_VIA_US", index, f"{kind} without shipped_to_us")
-        if kind == "shipped_to_us":
+        if shipping:
             unit.shipped = True
-        elif kind == "inspected":
-            unit.inspection = data["result"]
+        elif inspecting:
+            unit.inspection = result
             if outside:
                 _flag(state, out, unit, serial, "INSPECTION_OUTSIDE_US", index, outside)
-        elif kind == "duty_paid":
+        elif paying:
             unit.duty_paid = True
             if underpaid:
                 _flag(state, out, unit, serial, "UNDERPAID_DUTY", index, underpaid)
             if undervalued:
                 _flag(state, out, unit, serial, "UNDERVALUED_ENTRY", index, undervalued)
-        elif kind == "re_exported":
-            _before_release(state, unit, index, out, "re-exported")
-            _consign(state, unit, customer, data["consignee"], statement.at, index, out)
+        elif exporting:
+            if unit.inspection != "pass" or not unit.duty_paid:
+                _before_release(state, unit, index, out, "re-exported")
+            if customer is None or not in_force:
+                _flag(state, out, unit, serial, "UNAPPROVED_CUSTOMER", index,
+                      f"{consignee} has no approval in force")
+            elif consignee not in unit.counted:  # distinct units: re-exported twice to one customer, one
+                unit.counted = (*unit.counted, consignee)
+                customer.consigned += 1
+                if customer.consigned > customer.cap:
+                    customer.over_cap += 1
+                    _flag(state, out, unit, serial, "CAP_EXCEEDED", index,
+                          f"unit {customer.consigned} for {consignee}, cap {customer.cap}")
             unit.exported = True
-            unit.consignee = data["consignee"]
-        elif kind == "received":
-            _before_release(state, unit, index, out, "received")
+            unit.consignee = consignee
+        elif receiving:
+            if unit.inspection != "pass" or not unit.duty_paid:
+                _before_release(state, unit, index, out, "received")
             if not unit.exported:
                 _flag(state, out, unit, serial, "SKIPPED_EXPORT", index, "received without re-export")
             elif unit.consignee != signer_party:
@@ -179,42 +207,31 @@ def _apply_step(state: State, index: int, statement: Statement, out: list[Findin
             if receiver is not None and not unit.received:
                 receiver.received += 1
             unit.received = True
-        unit.head, unit.at, unit.index, unit.step = statement.hash, statement.at, index, kind
-        unit.stage = max(unit.stage, stage)
+        unit.head = head
+        unit.at = at
+        unit.index = index
+        unit.step = kind
+        if unit.stage < stage:
+            unit.stage = stage
         unit.links += 1
-
-
-def _seen(unit: UnitState, kind: str) -> bool:
-    return unit.shipped if kind == "shipped_to_us" else unit.exported
-
-
-def _consign(state: State, unit: UnitState, customer: Customer | None, consignee: str, at: int,
-             index: int, out: list[Finding]) -> None:
-    if customer is None or not customer.in_force(at):
-        _flag(state, out, unit, unit.serial, "UNAPPROVED_CUSTOMER", index,
-              f"{consignee} has no approval in force")
-        return
-    if consignee in unit.counted:
-        return  # distinct units: a unit re-exported twice to one customer counts once
-    unit.counted.append(consignee)
-    customer.consigned += 1
-    if customer.consigned > customer.cap:
-        customer.over_cap += 1
-        _flag(state, out, unit, unit.serial, "CAP_EXCEEDED", index,
-              f"unit {customer.consigned} for {consignee}, cap {customer.cap}")
+    return tuple(serials)
 
 
 def apply(state: State, index: int, statement: Statement) -> list[Finding]:
     """Fold one statement that passed `rules.check` into `state`; return the findings it adds."""
     out: list[Finding] = []
+    serials: tuple[str, ...] = ()
     if statement.units:
         if statement.kind == "fabricated":
-            _apply_fabricated(state, index, statement, out)
+            serials = _apply_fabricated(state, index, statement, out)
         else:
-            _apply_step(state, index, statement, out)
+            serials = _apply_step(state, index, statement, out)
     else:
         _apply_admin(state, index, statement, out)
-    state.signed.setdefault(statement.signer, []).append((index, statement.at, statement.serials))
+    signed = state.signed.get(statement.signer)
+    if signed is None:
+        signed = state.signed[statement.signer] = []
+    signed.append((index, statement.at, serials))
     state.size = index + 1
     return out
 

@@ -88,12 +88,7 @@ class CompactRange:
     @classmethod
     def from_leaves(cls, leaf_hashes: Iterable[bytes]) -> CompactRange:
         """The compact range of a whole sequence of leaf hashes."""
-        size = 0
-        stack: list[bytes] = []
-        for h in leaf_hashes:
-            _push(stack, size, _checked(h, "leaf hash"))
-            size += 1
-        return cls(size, tuple(stack))
+        return cls(0, ()).extend(leaf_hashes)
 
     @classmethod
     def from_list(cls, size: int, hashes: Sequence[bytes]) -> CompactRange:
@@ -110,12 +105,27 @@ class CompactRange:
         return CompactRange(self.size + 1, tuple(stack))
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> CompactRange:
-        """The range with every given leaf appended, in order."""
-        size = self.size
-        stack = list(self.hashes)
-        for h in leaf_hashes:
-            _push(stack, size, _checked(h, "leaf hash"))
-            size += 1
+        """The range with every given leaf appended, in order.
+
+        Level by level rather than leaf by leaf: each level's new nodes are hashed in pairs in one
+        comprehension, after the range's own unpaired node of that level (if any) is put in front.
+        """
+        level = list(leaf_hashes)
+        _check_all(level, "leaf hash")
+        size = self.size + len(level)
+        stack = list(self.hashes)  # the existing perfect subtrees, smallest (lowest level) last
+        kept: list[bytes] = []  # the new range's subtrees below the untouched part of `stack`, lowest first
+        position = self.size  # the index, within its level, of the first node of `level`
+        while level:
+            if position & 1:  # the range's unpaired node of this level pairs with the first new one
+                level.insert(0, stack.pop())
+                position -= 1
+            if len(level) & 1:
+                kept.append(level.pop())
+            level = [_sha256(NODE_PREFIX + left + right).digest()
+                     for left, right in zip(level[::2], level[1::2], strict=True)]
+            position >>= 1
+        stack.extend(reversed(kept))
         return CompactRange(size, tuple(stack))
 
     def root(self) -> bytes:
@@ -131,6 +141,13 @@ def _push(stack: list[bytes], size: int, h: bytes) -> None:
         h = node_hash(stack.pop(), h)
         size >>= 1
     stack.append(h)
+
+
+def _check_all(hashes: list[bytes], what: str) -> None:
+    if set(map(type, hashes)) <= {bytes} and set(map(len, hashes)) <= {HASH_SIZE}:
+        return  # the usual case, without a Python-level loop
+    for h in hashes:
+        _checked(h, what)
 
 
 def _checked(h: bytes, what: str) -> bytes:

@@ -32,6 +32,10 @@ MAX_CLOCK_SKEW_US = 5 * 60 * 1_000_000  # DESIGN.md: `at` at most 5 minutes ahea
 is_small_order = functools.lru_cache(maxsize=4096)(keys.is_small_order)
 
 
+_ADMIN_KINDS = frozenset(ADMIN_KINDS)
+_ADMIN_CHECKED = frozenset({"participant_registered", "key_revoked", "policy_issued"})  # `_check_admin`'s
+
+
 @functools.lru_cache(maxsize=64)
 def _policy_problem(text: str) -> str | None:
     """Why a recorded policy text is malformed, or None; verification meets the same few texts again."""
@@ -70,7 +74,7 @@ def check_signer(state: State, statement: Statement, index: int) -> bytes:
         raise SignerUnknown(f"key {statement.signer[:16]}… is not registered", index)
     if info.revoked_index is not None and info.revoked_index < index:
         raise KeyRevoked(f"key {statement.signer[:16]}… was revoked at index {info.revoked_index}", index)
-    if statement.kind in ADMIN_KINDS:
+    if statement.kind in _ADMIN_KINDS:
         if not info.authority:
             raise RoleMissing(f"{statement.kind} needs a genesis authority key", index)
     else:
@@ -83,10 +87,8 @@ def check_signer(state: State, statement: Statement, index: int) -> bytes:
 
 
 def _check_admin(state: State, statement: Statement, index: int) -> None:
+    """The rules of the administrative kinds that name a key or a policy (`check` does the replay rule)."""
     data = statement.data
-    earlier = state.admin.get(statement.hash)
-    if earlier is not None:
-        raise ChainBroken(f"{statement.kind} replayed: the same statement is already at index {earlier}", index)
     if statement.kind == "participant_registered":
         key: bytes = data["key"]
         if is_small_order(key):
@@ -104,20 +106,23 @@ def _check_admin(state: State, statement: Statement, index: int) -> None:
 
 def check_units(state: State, statement: Statement, index: int) -> None:
     """Chain and time rules for each unit of a step."""
-    fabricated = statement.kind == "fabricated"
-    for serial, prev in statement.units:
-        unit = state.units.get(serial)
-        if unit is None:
-            if not fabricated:
-                raise ChainBroken(f"unit {serial} has no chain (no fabricated)", index)
+    units = state.units
+    if statement.kind == "fabricated":
+        for serial, prev in statement.units:
+            if serial in units:
+                raise ChainBroken(f"unit {serial} was already fabricated at index {units[serial].index}", index)
             if prev != ZERO_HASH:
                 raise ChainBroken(f"unit {serial}: a new chain's prev must be zero", index)
-            continue
-        if fabricated:
-            raise ChainBroken(f"unit {serial} was already fabricated at index {unit.index}", index)
+        return
+    at = statement.at
+    for serial, prev in statement.units:
+        try:
+            unit = units[serial]
+        except KeyError:
+            raise ChainBroken(f"unit {serial} has no chain (no fabricated)", index) from None
         if prev != unit.head:
             raise ChainBroken(f"unit {serial}: prev is not its head (index {unit.index})", index)
-        if statement.at < unit.at:
+        if at < unit.at:
             raise TimeInvalid(f"unit {serial}: at is earlier than its previous statement's", index)
 
 
@@ -144,8 +149,14 @@ def check(state: State, statement: Statement, index: int, now_us: int, *,
     if check_signature:
         verify_signature(statement, public, index)
     if index:
-        _check_admin(state, statement, index)
-        check_units(state, statement, index)
+        earlier = state.admin.get(statement.hash)
+        if earlier is not None:
+            raise ChainBroken(f"{statement.kind} replayed: the same statement is already at index {earlier}",
+                              index)
+        if statement.kind in _ADMIN_CHECKED:
+            _check_admin(state, statement, index)
+        if statement.units:
+            check_units(state, statement, index)
     if statement.at > now_us + MAX_CLOCK_SKEW_US:
         raise TimeInvalid("at is more than 5 minutes in the future", index)
     if index == 0 and trusted is not None:

@@ -8,6 +8,8 @@ touches (a partial state) and fold on top of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ CODES = ("PROHIBITED_MODEL", "UNAPPROVED_FAB", "NOT_ROUTED_VIA_US", "SKIPPED_INS
          "INSPECTION_OUTSIDE_US", "SKIPPED_DUTY", "UNDERPAID_DUTY", "UNDERVALUED_ENTRY", "SKIPPED_EXPORT",
          "UNAPPROVED_CUSTOMER", "DIVERSION", "CAP_EXCEEDED", "OUT_OF_ORDER", "SIGNED_AFTER_REVOCATION",
          "OVERDUE")
+_NO_CODES: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +138,12 @@ class UnitState:
     duty_paid: bool = False
     exported: bool = False
     consignee: str | None = None
-    counted: list[str] = field(default_factory=list)  # the customers whose caps this unit counts toward
+    # the customers whose caps this unit counts toward, and the finding codes it has had: both replaced,
+    # never changed in place, so the many units that have none share one empty value
+    counted: Sequence[str] = ()
     received: bool = False
     links: int = 1  # the length of its chain: the version of its aggregate
-    codes: set[str] = field(default_factory=set)
+    codes: AbstractSet[str] = _NO_CODES
 
     def to_row(self) -> list[Any]:
         return [self.serial, self.head, self.at, self.index, self.step, self.stage, self.model,
@@ -150,7 +155,7 @@ class UnitState:
         (serial, head, at, index, step, stage, model, shipped, inspection, duty_paid, exported, consignee,
          counted, received, links, codes) = row
         return cls(serial, head, at, index, step, stage, model, shipped, inspection, duty_paid, exported,
-                   consignee, list(counted), received, links, set(codes))
+                   consignee, tuple(counted), received, links, frozenset(codes) if codes else _NO_CODES)
 
 
 @dataclass(slots=True)
