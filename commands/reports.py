@@ -126,6 +126,8 @@ def replay(
         "--policy", metavar="FILE", help="What-if: this policy replaces every recorded one.")] = None,
     rebuild: Annotated[bool, typer.Option("--rebuild",
                                           help="Rebuild the stored views from the log.")] = False,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Processes verifying signatures (default: all cores).")] = None,
     json_out: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -135,6 +137,8 @@ def replay(
     if rebuild and (until is not None or upto is not None or policy_file is not None):
         raise BadInput("--rebuild rebuilds the views from the whole log under the recorded policies; "
                        "it takes no --until, --upto or --policy")
+    if rebuild and workers is not None:
+        raise BadInput("--rebuild verifies signatures on every core; it takes no --workers")
     when = values.parse_time(until) if until is not None else None
     what_if = load_policy_file(policy_file) if policy_file is not None else None
     now = append.now_us()
@@ -148,7 +152,7 @@ def replay(
     else:
         with open_store(db, readonly=True) as store, progress("replaying", store.size()) as advance:
             result = replaying.replay(store, now_us=now, until=when, upto=upto, policy=what_if,
-                                      progress=advance)
+                                      progress=advance, workers=workers)
         summary = reports.summary(result.state, result.as_of, log_size=result.log_size, folded=result.folded,
                                   last_index=result.last_index, policy_name=result.state.policy.name,
                                   what_if=what_if is not None)

@@ -9,15 +9,20 @@ Every statement is re-checked against the hard rules before it is folded, as the
 is, so a replay never folds what an append would have refused. The rules see the whole log in log order
 (authority state is the fold of what precedes a statement in the log, whatever its `at`); the time filter
 of `--until` only decides which statements the compliance state folds.
+
+The log is read and decoded as `verify` reads it (`parallel.decoded_log`): worker processes verify the
+signatures while this process checks every other rule and folds, in log order. A signature no worker
+verified under the signer's registered key is verified again here, so one worker or many, the same
+statements are accepted and the same state results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
-from ledger import fold, rules
-from ledger.errors import BadInput, IntegrityError
+from ledger import fold, parallel
+from ledger.errors import BadInput, EncodingInvalid, IntegrityError
 from ledger.policy import Policy
 from ledger.state import State
 from ledger.statement import decode
@@ -42,11 +47,13 @@ class Replay:
 
 
 def replay(store: Store, *, now_us: int, until: int | None = None, upto: int | None = None,
-           policy: Policy | None = None, progress: Callable[[int], None] | None = None) -> Replay:
+           policy: Policy | None = None, progress: Callable[[int], None] | None = None,
+           workers: int | None = None) -> Replay:
     """Fold the log prefix (`upto`) or the statements with `at` ≤ `until` into a fresh state.
 
-    Raises `BadInput` for both bounds at once or an index beyond the log, and the `IntegrityError` of
-    the first statement that breaks a hard rule.
+    `workers` processes verify signatures (default: every core, one for a small log). Raises `BadInput`
+    for both bounds at once or an index beyond the log, and the `IntegrityError` of the first statement
+    that breaks a hard rule.
     """
     if until is not None and upto is not None:
         raise BadInput("give --until or --upto, not both")
@@ -62,19 +69,38 @@ def replay(store: Store, *, now_us: int, until: int | None = None, upto: int | N
     checker = State(origin=store.origin) if until is not None else state
     folded = 0
     last: int | None = None
-    for event in store.log(0, stop):
-        try:
-            statement = decode(event.wire)
-            rules.check(checker, statement, event.index, now_us + _NO_CLOCK_LIMIT)
-        except IntegrityError as e:
-            raise e.at_index(event.index) from None
-        if checker is not state:
-            fold.apply(checker, event.index, statement)
-        if until is None or statement.at <= until:
-            fold.apply(state, event.index, statement)
-            folded += 1
-            last = event.index
-        if progress is not None:
-            progress(1)
+    log = parallel.decoded_log(store, workers)
+    try:
+        for version, (_, statement, failure, verified) in log:
+            index = version - 1  # as `store.log` numbers them
+            if index >= stop:
+                break
+            try:
+                if statement is None:
+                    raise _undecodable(store, index, failure)
+                parallel.check(checker, statement, index, now_us + _NO_CLOCK_LIMIT, verified)
+            except IntegrityError as e:
+                raise e.at_index(index) from None
+            if checker is not state:
+                fold.apply(checker, index, statement)
+            if until is None or statement.at <= until:
+                fold.apply(state, index, statement)
+                folded += 1
+                last = index
+            if progress is not None:
+                progress(1)
+    finally:
+        if isinstance(log, Generator):
+            log.close()  # stop the workers now, not whenever the generator is collected
     return Replay(state=state, as_of=until if until is not None else now_us, log_size=size, folded=folded,
                   last_index=last, until=until, upto=upto, what_if=policy)
+
+
+def _undecodable(store: Store, index: int, failure: tuple[str, int | None, str] | None) -> IntegrityError:
+    """The error of a statement the pipeline could not decode: the one decoder's own, met again here."""
+    try:
+        for event in store.log(index, index + 1):
+            decode(event.wire)
+    except IntegrityError as e:
+        return e
+    return EncodingInvalid(failure[2] if failure is not None else "the stored log event cannot be decoded", index)

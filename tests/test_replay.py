@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import append, keys, views
+from ledger import append, keys, parallel, views
 from ledger import replay as replaying
-from ledger.errors import BadInput, LedgerError
+from ledger.aggregates import LOG_TOPICS
+from ledger.errors import BadInput, EncodingInvalid, LedgerError, SignatureInvalid
 from ledger.policy import DEFAULT_POLICY_TEXT, parse_policy
 from ledger.state import State
 from ledger.store import Store
+from ledger.transcoder import MsgpackTranscoder
 from tests.conftest import ORIGIN, PARTICIPANTS, Ledger
 from tests.test_compliance import (
     build_ledger,
@@ -206,6 +209,83 @@ def test_replay_summarises_the_whole_log(ledger: Ledger) -> None:
     assert {c["id"]: c["consigned"] for c in summary["customers"]} == {"alibaba": 2, "bytedance": 1}
     text = ledger.cli("replay", ok=True).stdout
     assert "replayed 19 of 19 statements" in text and "SKIPPED_DUTY 1" in text
+
+
+def _in_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes even for a tiny log, and many chunks."""
+    monkeypatch.setattr(parallel, "MIN_STATEMENTS", 0)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "CHUNK_STATEMENTS", 3)
+
+
+@pytest.mark.parametrize("bounds", [[], ["--upto", "12"], ["--until", "2030-01-01"]])
+def test_replay_workers_give_the_same_summary(ledger: Ledger, monkeypatch: pytest.MonkeyPatch,
+                                              bounds: list[str]) -> None:
+    scenario(ledger)
+    _in_workers(monkeypatch)
+
+    def summary(*workers: str) -> tuple[dict[str, Any], str]:
+        doc = json.loads(ledger.cli("replay", "--json", *bounds, *workers, ok=True).stdout)
+        text = ledger.cli("replay", *bounds, *workers, ok=True).stdout
+        if not bounds or bounds[0] != "--until":  # reported as of now, which moves between runs
+            doc.pop("as_of")
+            text = text.split(", as of ")[0] + text.split("\n", 1)[1]
+        return doc, text
+
+    one = summary("--workers", "1")
+    assert one[0]["folded"] == (13 if bounds[:1] == ["--upto"] else 19)
+    assert summary() == one
+    assert summary("--workers", "2") == one
+
+
+def test_replay_workers_must_be_positive(shared_sqlite: Ledger) -> None:
+    result = shared_sqlite.cli("replay", "--workers", "0")
+    assert result.exit_code == 2 and "--workers" in result.stderr
+    result = shared_sqlite.cli("replay", "--rebuild", "--workers", "1")
+    assert result.exit_code == 2 and "--workers" in result.stderr
+
+
+def _tamper_log(db: str, index: int, change: Any) -> None:
+    """Rewrite the stored log event at `index` with `change(state)` (a database administrator's edit)."""
+    transcoder = MsgpackTranscoder()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        where = f"topic IN ({', '.join('?' * len(LOG_TOPICS))}) AND originator_version = ?"
+        [(state,)] = conn.execute(f"SELECT state FROM stored_events WHERE {where}", [*LOG_TOPICS, index + 1])
+        conn.execute(f"UPDATE stored_events SET state = ? WHERE {where}",
+                     [change(transcoder, bytes(state)), *LOG_TOPICS, index + 1])
+    finally:
+        conn.close()
+
+
+def _flip_signature(transcoder: MsgpackTranscoder, state: bytes) -> bytes:
+    event = transcoder.decode(state)
+    event["wire"] = event["wire"][:-1] + bytes([event["wire"][-1] ^ 1])
+    return transcoder.encode(event)
+
+
+def _drop_wire(transcoder: MsgpackTranscoder, state: bytes) -> bytes:
+    event = transcoder.decode(state)
+    del event["wire"]
+    return transcoder.encode(event)
+
+
+@pytest.mark.parametrize(("change", "error"), [(_flip_signature, SignatureInvalid), (_drop_wire, EncodingInvalid)])
+def test_replay_refuses_a_tampered_log_with_any_workers(sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch,
+                                                        change: Any, error: type[Exception]) -> None:
+    scenario(sqlite_ledger)
+    _tamper_log(sqlite_ledger.db, 14, change)
+    _in_workers(monkeypatch)
+    with Store(sqlite_ledger.db, readonly=True) as store:
+        raised = []
+        for workers in (1, 2):
+            with pytest.raises(error) as caught:
+                replaying.replay(store, now_us=append.now_us(), workers=workers)
+            raised.append((caught.value.index, str(caught.value)))
+        assert raised[0] == raised[1] and raised[0][0] == 14
+        assert replaying.replay(store, now_us=append.now_us(), upto=13, workers=2).folded == 14
+    result = sqlite_ledger.cli("replay", "--workers", "2")
+    assert result.exit_code == 1 and "index 14" in result.stderr
 
 
 def test_replay_upto_matches_the_views_at_that_index(ledger: Ledger) -> None:
