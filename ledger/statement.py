@@ -359,9 +359,16 @@ def assemble(body: bytes, signature: bytes) -> Statement:
     return decode(msgpack.packb([body, signature], use_bin_type=True))
 
 
+def signature_valid(body: bytes, signature: bytes, public_key: bytes) -> bool:
+    """Whether libsodium accepts `signature` on `body` (domain-separated) under `public_key`."""
+    try:
+        VerifyKey(public_key).verify(signed_message(body), signature)
+    except (BadSignatureError, ValueError):
+        return False
+    return True
+
+
 def verify_signature(statement: Statement, public_key: bytes, index: int | None = None) -> None:
     """Raise `SignatureInvalid` unless libsodium accepts the signature under `public_key`."""
-    try:
-        VerifyKey(public_key).verify(signed_message(statement.body), statement.signature)
-    except (BadSignatureError, ValueError) as e:
-        raise SignatureInvalid(f"{statement.kind} signature does not verify", index) from e
+    if not signature_valid(statement.body, statement.signature, public_key):
+        raise SignatureInvalid(f"{statement.kind} signature does not verify", index)

@@ -13,7 +13,6 @@ leaves that checkpoints are checked against (a bytearray: 32 MB per million stat
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,7 @@ from typing import BinaryIO, overload
 
 from ledger import bundle as bundle_format
 from ledger import checkpoint as notes
-from ledger import fold, merkle, parallel, rules
-from ledger.aggregates import decode_state, unit_id
+from ledger import fold, links, merkle, parallel, rules
 from ledger.errors import (
     CheckpointInconsistent,
     CheckpointSignatureInvalid,
@@ -33,7 +31,6 @@ from ledger.errors import (
     LedgerError,
     LogIndexInvalid,
     RootMismatch,
-    UnitLinksInvalid,
 )
 from ledger.state import Finding, State
 from ledger.statement import Statement
@@ -125,7 +122,7 @@ class Verifier:
         self.failures: list[Failure] = []
         self.failure_count = 0
         self.leaves = _Leaves()
-        self.links: parallel.LinkHash | None = None  # the log side of the unit links (database only)
+        self.links: links.StoredLinks | None = None  # the stored unit links, compared in order (database)
         self.warnings: list[str] = []
         self._roots: dict[int, bytes] = {}
 
@@ -183,9 +180,7 @@ class Verifier:
             _, at, serials = signed[-1]
             signed[-1] = (index, at, tuple([units[serial].serial for serial in serials]))
         if self.links is not None:  # a link's version is its unit's chain length
-            names = [serial for serial, _ in statement.units]
-            versions = [units[serial].links for serial in names]
-            self.links.add_statement(versions, index, statement.hash, names)
+            self.links.statement(index, statement, [units[serial].links for serial, _ in statement.units])
 
     def statement(self, index: int, wire: bytes) -> None:
         """Check and fold one wire form at `index` in this process (the work of a one-worker chunk)."""
@@ -295,10 +290,6 @@ class Verifier:
                       warnings=tuple(self.warnings), state=self.state)
 
 
-def _link_digest(digest: bytes, index: int, statement_hash: bytes) -> bytes:
-    return hashlib.sha256(digest + index.to_bytes(8, "big") + statement_hash).digest()
-
-
 def _checks(options: Options, database: bool, notes_seen: bool) -> list[str]:
     checks = list(CORE_CHECKS)
     if database:
@@ -330,11 +321,10 @@ def _uncovered_warning(verifier: Verifier, sizes: Sequence[int]) -> None:
 def verify_store(store: Store, options: Options) -> Report:
     """Verify a ledger database: statements, log indices, unit links, stored checkpoints."""
     verifier = Verifier(store.origin, options)
-    verifier.links = parallel.LinkHash(parallel.new_link_key())
+    if store.origin is not None:
+        verifier.links = links.StoredLinks(store, store.origin)
     expected_version = 1
-    with parallel.Pipeline(parallel.worker_count(options.workers, store.size()), store.url) as pipe:
-        if store.origin is not None:
-            pipe.start_links(store, store.origin, verifier.links.key)
+    with parallel.Pipeline(parallel.worker_count(options.workers, store.size())) as pipe:
         chunks = parallel.store_chunks(store)
         for versions, items, leaves in pipe.decode(chunks, stored=True):
             verifier.leaves.data += leaves
@@ -347,9 +337,8 @@ def verify_store(store: Store, options: Options) -> Report:
                 verifier.item(*item)
             if options.progress:
                 options.progress(len(items))
-        stored_sum, anomaly = pipe.finish_links() if store.origin is not None else (0, False)
-    if anomaly or stored_sum != verifier.links.total or store.origin is None:
-        _check_unit_links(store, verifier)
+    if verifier.links is None or not verifier.links.finish():
+        links.check_exactly(store, verifier.fail)
     _check_tree_head(store, verifier)
     stored = store.checkpoints()
     good = verifier.check_notes([note for _, _, note in stored], "stored")
@@ -374,100 +363,6 @@ def _check_tree_head(store: Store, verifier: Verifier) -> None:
     if head is None or head.index != size - 1 or stored != verifier.root(size):
         verifier.fail(LogIndexInvalid("the stored tree head (the compact range kept with the newest log "
                                       "event) disagrees with the log", size - 1))
-
-
-def _log_links(store: Store) -> dict[str, tuple[int, bytes]]:
-    """Each unit's chain as the log has it, as a digest per serial: the exact side of the comparison.
-
-    Positions are those the verification gave the statements (their order in the stored log).
-    """
-    links: dict[str, tuple[int, bytes]] = {}
-    for index, (_, state) in enumerate(store.log_states(0)):
-        items, _ = parallel.decode_chunk(index, [state], True, {})
-        statement = items[0][1]
-        if statement is None:
-            continue
-        for serial in statement.serials:
-            count, digest = links.get(serial, (0, b""))
-            links[serial] = (count + 1, _link_digest(digest, index, statement.hash))
-    return links
-
-
-def _check_unit_links(store: Store, verifier: Verifier) -> None:
-    """Each unit's stored chain links must be exactly the log's statements that name it, in order.
-
-    The exact comparison, unit by unit: run when the multiset hashes differ, to name what differs.
-    """
-    origin = store.origin or ""
-    expected_links = _log_links(store)
-    seen: dict[str, tuple[int, bytes]] = {}
-    bad: set[str] = set()
-    for originator, version, state in _stored_links(store, verifier):
-        serial = state.get("serial")
-        if not isinstance(serial, str) or unit_id(origin, serial).hex != originator:
-            index = state.get("index")
-            verifier.fail(UnitLinksInvalid(f"a unit link names serial {serial!r:.40} under another unit's id",
-                                           index if isinstance(index, int) else None))
-            continue
-        count, digest = seen.get(serial, (0, b""))
-        if version != count + 1:
-            bad.add(serial)
-        index, hash_ = state.get("index"), state.get("hash")
-        if not isinstance(index, int) or not isinstance(hash_, bytes):
-            bad.add(serial)
-            continue
-        seen[serial] = (count + 1, _link_digest(digest, index, hash_))
-    differing = sorted(s for s in set(seen) | set(expected_links)
-                       if s in bad or seen.get(s) != expected_links.get(s))
-    expected_of = _expected_links(store, differing)
-    stored_of: dict[str, list[tuple[int, object, object]]] = {}
-    wanted = set(differing)
-    for originator, version, state in _stored_links(store, None):
-        serial = state.get("serial")
-        if serial in wanted and unit_id(origin, serial).hex == originator:
-            stored_of.setdefault(serial, []).append((version, state.get("index"), state.get("hash")))
-    for serial in differing:
-        expected = expected_of.get(serial, [])
-        stored = [(index, hash_) for _, index, hash_ in sorted(stored_of.get(serial, []), key=lambda r: r[0])]
-        at = next((e[0] for e, s in zip(expected, stored, strict=False) if e != s),
-                  expected[min(len(expected), len(stored))][0] if len(expected) > len(stored)
-                  else stored[len(expected)][0] if len(stored) > len(expected) else None)
-        verifier.fail(UnitLinksInvalid(f"unit {serial}: stored chain links disagree with the log",
-                                       at if isinstance(at, int) else None))
-
-
-def _stored_links(store: Store, verifier: Verifier | None) -> Iterator[tuple[object, int, dict[str, object]]]:
-    """Every stored unit link as (unit id, version, state), in row order; one that does not decode is
-    reported (when a `verifier` is given) and skipped."""
-    for low, high in parallel.id_ranges(store.event_id_bound(), 50_000):
-        for originator, version, blob in store.unit_link_rows(low, high):
-            state: object
-            try:
-                state = decode_state(blob)
-            except Exception:  # msgpack raises a handful of unrelated types for bad input
-                state = None
-            if not isinstance(state, dict):
-                if verifier is not None:
-                    verifier.fail(UnitLinksInvalid(f"a stored unit link (version {version}) does not decode"))
-                continue
-            yield originator, version, state
-
-
-def _expected_links(store: Store, serials: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
-    """(index, hash) of the log's statements naming each of `serials`, in one pass over the log."""
-    wanted = set(serials)
-    out: dict[str, list[tuple[int, bytes]]] = {}
-    if not wanted:
-        return out
-    for version, state in store.log_states(0):
-        items, _ = parallel.decode_chunk(version - 1, [state], True, {})
-        statement = items[0][1]
-        if statement is None:
-            continue
-        for serial in statement.serials:
-            if serial in wanted:
-                out.setdefault(serial, []).append((version - 1, statement.hash))
-    return out
 
 
 def verify_bundle(path: Path, options: Options, stream: BinaryIO | None = None) -> Report:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import parallel
+from ledger import links, parallel
 
 
 @pytest.fixture(autouse=True)
@@ -16,4 +16,4 @@ def _all_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_STATEMENTS", 0)
     monkeypatch.setattr(parallel, "available_cores", lambda: 2)
     monkeypatch.setattr(parallel, "CHUNK_STATEMENTS", 5)
-    monkeypatch.setattr(parallel, "LINK_ROWS", 11)
+    monkeypatch.setattr(links, "RANGE_ROWS", 11)

@@ -4,7 +4,7 @@ Every probe verifies the same ledger (or bundle) with one worker and with severa
 that statements, registrations and unit links straddle chunk and range boundaries, and requires the two
 reports to be identical: the same failures in the same order, the same findings, the same warnings.
 Tampered ledgers must fail either way. The fast paths (a signature verified in a worker, the unit links
-compared as keyed multiset hashes) are also probed on their own.
+compared in row order before the exact comparison) are also probed on their own.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import append, bundle, keys, parallel, verify
+from ledger import append, bundle, keys, links, parallel, verify
 from ledger.aggregates import LOG_TOPICS, UNIT_TOPICS, unit_id
 from ledger.keys import PrivateKey
 from ledger.policy import DEFAULT_POLICY_TEXT
@@ -41,9 +41,9 @@ _TRANSCODER = MsgpackTranscoder()
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of three statements and link ranges of a few rows: every boundary gets crossed."""
+    """Chunks of three statements and link reads of a few rows: every boundary gets crossed."""
     monkeypatch.setattr(parallel, "CHUNK_STATEMENTS", 3)
-    monkeypatch.setattr(parallel, "LINK_ROWS", 7)
+    monkeypatch.setattr(links, "RANGE_ROWS", 7)
 
 
 # --- a ledger built through the library ------------------------------------------------------------------
@@ -400,41 +400,38 @@ def test_worker_learns_keys_from_registrations_it_decodes(tmp_path: Path) -> Non
 @settings(max_examples=60, deadline=None)
 def test_unit_hex_is_the_aggregate_id(serials: list[str], origin: str) -> None:
     for serial in serials:
-        assert parallel.unit_hex(origin, serial) == unit_id(origin, serial).hex
+        assert links.unit_hex(origin, serial) == unit_id(origin, serial).hex
 
 
-@given(st.lists(st.tuples(st.integers(1, 50), st.integers(0, 10**6), st.binary(min_size=32, max_size=32),
-                          st.from_regex(r"[A-Za-z0-9]{1,12}", fullmatch=True)), max_size=30),
-       st.randoms())
-@settings(max_examples=60, deadline=None)
-def test_link_hash_is_a_multiset_hash(links: list[tuple[int, int, bytes, str]], rng: random.Random) -> None:
-    key = parallel.new_link_key()
-    one, two = parallel.LinkHash(key), parallel.LinkHash(key)
-    for link in links:
-        one.add(*link)
-    shuffled = list(links)
-    rng.shuffle(shuffled)
-    for link in shuffled:
-        two.add(*link)
-    assert one.total == two.total  # order does not matter
-    if links:
-        three = parallel.LinkHash(key)
-        for link in links[1:]:
-            three.add(*link)
-        assert three.total != one.total  # a missing link does
-        four = parallel.LinkHash(key)
-        for link in [*links, links[0]]:
-            four.add(*link)
-        assert four.total != one.total  # and so does a repeated one
+def _exact_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the runs of the exact unit link comparison."""
+    runs: list[int] = []
+    exact = links.check_exactly
+
+    def counted(*args: Any) -> None:
+        runs.append(1)
+        exact(*args)
+
+    monkeypatch.setattr(links, "check_exactly", counted)
+    return runs
 
 
-def test_link_hash_of_a_statement_is_the_sum_of_its_links() -> None:
-    key = parallel.new_link_key()
-    one, two = parallel.LinkHash(key), parallel.LinkHash(key)
-    one.add_statement([1, 4, 2], 9, bytes(32), ["a", "b", "c"])
-    for version, serial in zip([1, 4, 2], ["a", "b", "c"], strict=True):
-        two.add(version, 9, bytes(32), serial)
-    assert one.total == two.total
+def test_links_in_row_order_need_no_exact_comparison(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = _exact_runs(monkeypatch)
+    assert same_either_way(built.url).intact
+    assert runs == []
+
+
+def test_links_stored_in_another_order_are_still_right(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A link row deleted and written again (the same unit, version and state, a new row id) is out of
+    row order: the walk sees a difference, the exact comparison finds every chain right."""
+    runs = _exact_runs(monkeypatch)
+    with Table(built.url) as table:
+        row = table.links()[4]
+        table.delete(row)
+        table.insert(row[0], row[1], UNIT_TOPICS[0] if row[1] == 1 else UNIT_TOPICS[1], row[2])
+    assert same_either_way(built.url).intact
+    assert len(runs) == 3  # one per verification: workers 1, 2 and 3
 
 
 def test_default_workers(monkeypatch: pytest.MonkeyPatch) -> None:
