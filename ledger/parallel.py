@@ -6,8 +6,9 @@ libsodium (`statement.signature_valid`), each under the key its signer id names 
 has named so far (a genesis' authorities, the registrations). The caller folds the chunks in log order
 and runs every hard rule with `rules.check`, skipping only the signature verification a worker has
 already done under exactly the key the rules would use (`signature_done`); every other statement's
-signature is verified again, in order, as if there were no workers. With one worker no process is
-started and the same functions run in the calling process (`decode_chunk`).
+signature is verified again, in order, as if there were no workers. `workers` counts the calling
+process: it verifies a chunk's signatures itself whenever the others have enough queued, so N workers
+keep N cores busy. With one worker no process is started.
 
 Decoding stays in the calling process because a decoded statement costs more to send between processes
 than to decode: workers get (body, signature, key) and answer one byte each.
@@ -15,11 +16,12 @@ than to decode: workers get (body, signature, key) and answer one byte each.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -32,7 +34,8 @@ from ledger.store import Store
 
 CHUNK_STATEMENTS = 400  # statements per chunk: small enough to keep both cores busy to the end
 CHUNK_BYTES = 1 << 19  # stored bytes per chunk: a chunk of 1,000-unit shipments is a few statements
-WINDOW_PER_WORKER = 3  # chunks in flight per worker: enough to hide the fold, bounded memory
+QUEUED_PER_WORKER = 2  # chunks unfinished with each other process: one verifying, one waiting
+WINDOW_AHEAD = 8  # chunks decoded ahead of the fold, besides those: bounded memory
 MIN_STATEMENTS = 1_000  # below this, default verification stays in-process: starting workers costs more
 
 # (index, the statement or None, (check, index, detail) if it did not decode, the key its signature verified
@@ -54,6 +57,23 @@ def worker_count(requested: int | None, statements: int | None) -> int:
     if statements is not None and statements < MIN_STATEMENTS:
         return 1
     return available_cores()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cycle collector while a whole log is folded.
+
+    The fold allocates a record per unit and frees almost nothing, so the collector would scan the growing
+    state again and again for garbage that is not there (a tenth or more of the fold's CPU). Nothing the
+    fold keeps forms a cycle; the collector runs again as before once the fold is done.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def signature_done(public: bytes | None, verified: bytes | None, index: int) -> bool:
@@ -122,6 +142,9 @@ def stored_wire(state: bytes) -> bytes | None:
         return None
 
 
+_NAMING_KEYS = frozenset({"ledger_opened", "participant_registered"})
+
+
 def _learn(known: dict[str, bytes], statement: Statement) -> None:
     """Keys a genesis or a registration names: candidates only, `rules.check` decides what counts."""
     if statement.kind == "ledger_opened":
@@ -151,7 +174,8 @@ def _decode(start: int, blobs: Sequence[bytes], stored: bool, known: dict[str, b
         except IntegrityError as e:
             items.append((index, None, (e.check, index if e.index is None else e.index, e.detail), None))
             continue
-        _learn(known, statement)
+        if statement.kind in _NAMING_KEYS:
+            _learn(known, statement)
         public = known.get(statement.signer)
         if public is not None:
             signed.append((offset, public))
@@ -176,10 +200,13 @@ def decode_chunk(start: int, blobs: Sequence[bytes], stored: bool,
     with the keys each genesis and registration names. Returns the items and the leaf hashes.
     """
     items, leaves, signed = _decode(start, blobs, stored, known)
-    accepted = bytes(signature_valid(statement.body, statement.signature, public)
-                     for (offset, public) in signed
-                     for statement in [items[offset][1]] if statement is not None)
-    return _verified(items, signed, accepted), leaves
+    return _verified(items, signed, _verify_task(_jobs(items, signed))), leaves
+
+
+def _jobs(items: Sequence[Item], signed: Sequence[tuple[int, bytes]]) -> list[tuple[bytes, bytes, bytes]]:
+    """(body, signature, key) of each statement `signed` names: the work of verifying a chunk."""
+    return [(statement.body, statement.signature, public) for offset, public in signed
+            for statement in [items[offset][1]] if statement is not None]
 
 
 # --- worker processes ------------------------------------------------------------------------------------
@@ -189,18 +216,13 @@ def _verify_task(jobs: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
     return bytes([signature_valid(body, signature, public) for body, signature, public in jobs])
 
 
-class _Done:
-    """A task run in the calling process, when it is collected (one worker: nothing runs ahead)."""
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self._fn, self._args = fn, args
-
-    def get(self) -> Any:
-        return self._fn(*self._args)
-
-
 class Pipeline:
-    """The worker processes of one verification (none with one worker), closed on exit."""
+    """The processes of one verification: this one and `workers - 1` others (none with one worker).
+
+    This process decodes and folds; it also verifies the signatures of a chunk itself whenever the
+    other processes already have enough chunks queued, so the N processes stay busy on N cores with
+    none waiting and none oversubscribing them.
+    """
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
@@ -212,10 +234,10 @@ class Pipeline:
             # child closes it for the parent): frozen objects are left alone by the cycle collector.
             gc.freeze()
             try:
-                self._pool = context.Pool(self.workers)
+                self._pool = context.Pool(self.workers - 1)
             finally:
                 gc.unfreeze()
-        self._known: dict[str, bytes] = {}  # the calling process's own, when it decodes
+        self._known: dict[str, bytes] = {}  # key id -> key, as the chunks decoded so far name them
 
     def __enter__(self) -> Pipeline:
         return self
@@ -229,46 +251,62 @@ class Pipeline:
             self._pool.join()
             self._pool = None
 
-    # --- statements, in order ---
-
     def decode(self, chunks: Iterator[tuple[int, list[bytes], Any]], *,
                stored: bool) -> Iterator[tuple[Any, list[Item], bytes]]:
         """(meta, items, leaves) for each (start, blobs, meta) chunk of `chunks`, in order.
 
-        Chunks are decoded here, as they are read; their signatures are verified by the workers while
-        the caller folds the chunks before them. An exception raised by `chunks` is raised here after
-        the chunks before it have been yielded.
+        Chunks are decoded here, as they are read; their signatures are verified by the other processes
+        while the caller folds the chunks before them, or here when those have enough to do. An
+        exception raised by `chunks` is raised here after the chunks before it have been yielded.
         """
-        window = self.workers * WINDOW_PER_WORKER if self._pool is not None else 1
-        pending: deque[tuple[Any, Any, Any]] = deque()
+        queued_limit = (self.workers - 1) * QUEUED_PER_WORKER  # chunks the others have at once
+        ahead_limit = queued_limit + WINDOW_AHEAD  # chunks decoded ahead of the fold: bounded memory
+        pending: deque[tuple[Any, list[Item], bytes, _Queued | None]] = deque()  # in order; None: verified
         error: Exception | None = None
         exhausted = False
         while True:
-            while not exhausted and len(pending) < window:
-                try:
-                    start, blobs, meta = next(chunks)
-                except StopIteration:
-                    exhausted = True
-                    break
-                except Exception as e:  # the source's own failure, reported in its place in the order
-                    error, exhausted = e, True
-                    break
-                if self._pool is None:
-                    pending.append((meta, _Done(decode_chunk, (start, blobs, stored, self._known)), None))
-                else:
-                    decoded = _decode(start, blobs, stored, self._known)
-                    items, _, signed = decoded
-                    jobs = [(statement.body, statement.signature, public) for offset, public in signed
-                            for statement in [items[offset][1]] if statement is not None]
-                    pending.append((meta, decoded, self._pool.apply_async(_verify_task, (jobs,))))
-            if not pending:
+            while pending and (pending[0][3] is None or pending[0][3].ready()):
+                yield _collected(pending.popleft())
+            if exhausted and not pending:
                 break
-            meta, work, task = pending.popleft()
-            if task is None:
-                items, leaves = work.get()
+            if exhausted or len(pending) >= ahead_limit:  # the head is still with another process
+                yield _collected(pending.popleft())
+                continue
+            try:
+                start, blobs, meta = next(chunks)
+            except StopIteration:
+                exhausted = True
+                continue
+            except Exception as e:  # the source's own failure, reported in its place in the order
+                error, exhausted = e, True
+                continue
+            items, leaves, signed = _decode(start, blobs, stored, self._known)
+            jobs = _jobs(items, signed)
+            busy = sum(1 for *_, task in pending if task is not None and not task.ready())
+            if self._pool is not None and busy < queued_limit:
+                pending.append((meta, items, leaves, _Queued(self._pool.apply_async(_verify_task, (jobs,)),
+                                                             signed)))
             else:
-                items, leaves, signed = work
-                items = _verified(items, signed, task.get())
-            yield meta, items, leaves
+                pending.append((meta, _verified(items, signed, _verify_task(jobs)), leaves, None))
         if error is not None:
             raise error
+
+
+def _collected(chunk: tuple[Any, list[Item], bytes, _Queued | None]) -> tuple[Any, list[Item], bytes]:
+    """A pending chunk with its signatures verified (waiting for the process that has them)."""
+    meta, items, leaves, task = chunk
+    return meta, items if task is None else _verified(items, task.signed, task.get()), leaves
+
+
+class _Queued:
+    """A chunk's signatures being verified by another process."""
+
+    def __init__(self, result: Any, signed: list[tuple[int, bytes]]) -> None:
+        self._result, self.signed = result, signed
+
+    def ready(self) -> bool:
+        return bool(self._result.ready())
+
+    def get(self) -> bytes:
+        accepted: bytes = self._result.get()
+        return accepted

@@ -108,9 +108,10 @@ class _Leaves(Sequence[bytes]):
             raise IndexError(i)
         return bytes(self.data[i * HASH_SIZE:(i + 1) * HASH_SIZE])
 
-    def upto(self, size: int) -> Iterator[bytes]:
-        data = self.data
-        return (bytes(data[i:i + HASH_SIZE]) for i in range(0, size * HASH_SIZE, HASH_SIZE))
+    def between(self, start: int, stop: int) -> list[bytes]:
+        """The leaf hashes [start, stop)."""
+        data = bytes(self.data[start * HASH_SIZE:stop * HASH_SIZE])
+        return [data[i:i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
 
 class Verifier:
@@ -196,9 +197,8 @@ class Verifier:
         """The log's roots at every size asked for, in one pass over the leaves."""
         wanted = sorted({s for s in sizes if 0 <= s <= self.size and s not in self._roots})
         compact = merkle.CompactRange.empty()
-        leaves = self.leaves.upto(wanted[-1] if wanted else 0)
         for size in wanted:
-            compact = compact.extend(next(leaves) for _ in range(size - compact.size))
+            compact = compact.extend(self.leaves.between(compact.size, size))
             self._roots[size] = compact.root()
 
     def check_notes(self, stored: Sequence[str], where: str) -> list[notes.ParsedNote]:
@@ -324,7 +324,8 @@ def verify_store(store: Store, options: Options) -> Report:
     if store.origin is not None:
         verifier.links = links.StoredLinks(store, store.origin)
     expected_version = 1
-    with parallel.Pipeline(parallel.worker_count(options.workers, store.size())) as pipe:
+    with parallel.Pipeline(parallel.worker_count(options.workers, store.size())) as pipe, \
+            parallel.collector_paused():
         chunks = parallel.store_chunks(store)
         for versions, items, leaves in pipe.decode(chunks, stored=True):
             verifier.leaves.data += leaves
@@ -377,7 +378,8 @@ def verify_bundle(path: Path, options: Options, stream: BinaryIO | None = None) 
         verifier = Verifier(reader.origin, options)
         checkpoints: list[str] = []
         try:
-            with parallel.Pipeline(parallel.worker_count(options.workers, _statements_in(path))) as pipe:
+            with parallel.Pipeline(parallel.worker_count(options.workers, _statements_in(path))) as pipe, \
+                    parallel.collector_paused():
                 for _, items, leaves in pipe.decode(_bundle_chunks(reader), stored=False):
                     verifier.chunk(items, leaves)
                     if options.progress:
