@@ -32,9 +32,9 @@ from ledger.state import State
 from ledger.statement import Statement, decode, key_id, signature_valid
 from ledger.store import Store
 
-CHUNK_STATEMENTS = 400  # statements per chunk: small enough to keep both cores busy to the end
+CHUNK_STATEMENTS = 100  # statements per chunk: small, so no process waits long for another
 CHUNK_BYTES = 1 << 19  # stored bytes per chunk: a chunk of 1,000-unit shipments is a few statements
-QUEUED_PER_WORKER = 2  # chunks unfinished with each other process: one verifying, one waiting
+QUEUED_PER_WORKER = 6  # chunks unfinished with each other process: never short of work
 WINDOW_AHEAD = 8  # chunks decoded ahead of the fold, besides those: bounded memory
 MIN_STATEMENTS = 1_000  # below this, default verification stays in-process: starting workers costs more
 
