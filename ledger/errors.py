@@ -158,3 +158,10 @@ class NotALedger(BadInput):
 
 class StoreError(LedgerError):
     """The database is unreadable, unreachable or not writable; raised `from` the driver's error."""
+
+
+# --- the machine (exit 2) -----------------------------------------------------------------------------
+
+
+class WorkerLost(LedgerError):
+    """A worker process verifying signatures stopped before it answered (killed, or out of memory)."""

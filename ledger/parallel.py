@@ -22,20 +22,22 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Collection, Iterator, Sequence
+from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
 
 from ledger import merkle, rules
-from ledger.errors import IntegrityError
+from ledger.errors import IntegrityError, WorkerLost
 from ledger.state import State
 from ledger.statement import Statement, decode, key_id, signature_valid
 from ledger.store import Store
 
 CHUNK_STATEMENTS = 100  # statements per chunk: small, so no process waits long for another
-CHUNK_BYTES = 1 << 19  # stored bytes per chunk: a chunk of 1,000-unit shipments is a few statements
+CHUNK_BYTES = 1 << 17  # stored bytes per chunk: a chunk of 1,000-unit shipments is a few statements
 QUEUED_PER_WORKER = 6  # chunks unfinished with each other process: never short of work
 WINDOW_AHEAD = 8  # chunks decoded ahead of the fold, besides those: bounded memory
+PIPE_BYTES = 1 << 20  # a worker's input pipe: its queued chunks (at most QUEUED_PER_WORKER · CHUNK_BYTES)
 MIN_STATEMENTS = 1_000  # below this, default verification stays in-process: starting workers costs more
 
 # (index, the statement or None, (check, index, detail) if it did not decode, the key its signature verified
@@ -216,17 +218,99 @@ def _verify_task(jobs: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
     return bytes([signature_valid(body, signature, public) for body, signature, public in jobs])
 
 
+def _serve(jobs: Connection, answers: Connection, inherited: Sequence[Connection]) -> None:
+    """A worker process: verify each chunk of jobs it receives and answer, in order, until None or the
+    end of its input. It first closes the pipe ends it inherited from this process, so that if this
+    process dies without a word, the worker's input ends and it stops too."""
+    for connection in inherited:
+        connection.close()
+    while True:
+        try:
+            chunk = jobs.recv()
+        except EOFError:
+            return
+        if chunk is None:
+            return
+        answers.send_bytes(_verify_task(chunk))
+
+
+class _Worker:
+    """Another process verifying signatures: chunks of jobs in over one pipe, answers back over another,
+    in order. No threads: this process writes and reads the pipes itself."""
+
+    def __init__(self, context: Any, others: Sequence[_Worker]) -> None:
+        jobs_in, self._jobs = context.Pipe(duplex=False)
+        self._answers: Connection
+        self._answers, answers_out = context.Pipe(duplex=False)
+        _widen(self._jobs)
+        inherited = [self._jobs, self._answers] + [c for w in others for c in (w._jobs, w._answers)]
+        self.process = context.Process(target=_serve, args=(jobs_in, answers_out, inherited), daemon=True)
+        self.process.start()
+        jobs_in.close()
+        answers_out.close()
+        self.unfinished = 0  # chunks sent and not yet answered
+
+    def send(self, jobs: list[tuple[bytes, bytes, bytes]]) -> None:
+        try:
+            self._jobs.send(jobs)
+        except OSError:  # its end of the pipe is closed: it is gone
+            raise self._lost() from None
+        self.unfinished += 1
+
+    def _lost(self) -> WorkerLost:
+        return WorkerLost(f"a signature verification process (pid {self.process.pid}) stopped unexpectedly "
+                          f"(exit code {self.process.exitcode}): killed, or out of memory?")
+
+    def answered(self) -> bool:
+        """Whether the oldest unfinished chunk's answer has arrived."""
+        return bool(self._answers.poll())
+
+    def answer(self) -> bytes:
+        """The oldest unfinished chunk's answer (waiting for it)."""
+        try:
+            accepted = bytes(self._answers.recv_bytes())
+        except (EOFError, OSError):
+            self.process.join(1)
+            raise self._lost() from None
+        self.unfinished -= 1
+        return accepted
+
+    def stop(self, *, now: bool) -> None:
+        """End the process: once it has finished its work, or at once."""
+        if now:
+            self.process.kill()
+        else:
+            try:
+                self._jobs.send(None)
+            except OSError:  # it is gone already
+                self.process.kill()
+        self.process.join()
+        self._jobs.close()
+        self._answers.close()
+
+
+def _widen(connection: Connection) -> None:
+    """Let a pipe hold all the chunks queued for one worker, so sending never waits (Linux; elsewhere
+    a send may wait for the worker to read, which is slower, not wrong)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(connection.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass
+
+
 class Pipeline:
     """The processes of one verification: this one and `workers - 1` others (none with one worker).
 
     This process decodes and folds; it also verifies the signatures of a chunk itself whenever the
-    other processes already have enough chunks queued, so the N processes stay busy on N cores with
-    none waiting and none oversubscribing them.
+    others already have enough chunks unfinished, so the N processes stay busy on N cores with none
+    waiting and none oversubscribing them.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self._pool: Any = None
+        self._others: list[_Worker] = []
         if self.workers > 1:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -234,7 +318,11 @@ class Pipeline:
             # child closes it for the parent): frozen objects are left alone by the cycle collector.
             gc.freeze()
             try:
-                self._pool = context.Pool(self.workers - 1)
+                for _ in range(self.workers - 1):
+                    self._others.append(_Worker(context, self._others))
+            except BaseException:
+                self._stop(now=True)
+                raise
             finally:
                 gc.unfreeze()
         self._known: dict[str, bytes] = {}  # key id -> key, as the chunks decoded so far name them
@@ -243,13 +331,12 @@ class Pipeline:
         return self
 
     def __exit__(self, kind: object, *rest: object) -> None:
-        if self._pool is not None:
-            if kind is None:
-                self._pool.close()
-            else:
-                self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        self._stop(now=kind is not None)
+
+    def _stop(self, *, now: bool) -> None:
+        others, self._others = self._others, []
+        for worker in others:
+            worker.stop(now=now)
 
     def decode(self, chunks: Iterator[tuple[int, list[bytes], Any]], *,
                stored: bool) -> Iterator[tuple[Any, list[Item], bytes]]:
@@ -258,14 +345,23 @@ class Pipeline:
         Chunks are decoded here, as they are read; their signatures are verified by the other processes
         while the caller folds the chunks before them, or here when those have enough to do. An
         exception raised by `chunks` is raised here after the chunks before it have been yielded.
+        Closing the generator early stops the other processes at once.
         """
-        queued_limit = (self.workers - 1) * QUEUED_PER_WORKER  # chunks the others have at once
-        ahead_limit = queued_limit + WINDOW_AHEAD  # chunks decoded ahead of the fold: bounded memory
-        pending: deque[tuple[Any, list[Item], bytes, _Queued | None]] = deque()  # in order; None: verified
+        try:
+            yield from self._decode(chunks, stored)
+        except BaseException:
+            self._stop(now=True)
+            raise
+
+    def _decode(self, chunks: Iterator[tuple[int, list[bytes], Any]],
+                stored: bool) -> Iterator[tuple[Any, list[Item], bytes]]:
+        ahead_limit = len(self._others) * QUEUED_PER_WORKER + WINDOW_AHEAD  # bounded memory
+        # in log order: (meta, items, leaves, signed, the worker verifying it or None if verified here)
+        pending: deque[tuple[Any, list[Item], bytes, list[tuple[int, bytes]], _Worker | None]] = deque()
         error: Exception | None = None
         exhausted = False
         while True:
-            while pending and (pending[0][3] is None or pending[0][3].ready()):
+            while pending and (pending[0][4] is None or pending[0][4].answered()):
                 yield _collected(pending.popleft())
             if exhausted and not pending:
                 break
@@ -282,31 +378,18 @@ class Pipeline:
                 continue
             items, leaves, signed = _decode(start, blobs, stored, self._known)
             jobs = _jobs(items, signed)
-            busy = sum(1 for *_, task in pending if task is not None and not task.ready())
-            if self._pool is not None and busy < queued_limit:
-                pending.append((meta, items, leaves, _Queued(self._pool.apply_async(_verify_task, (jobs,)),
-                                                             signed)))
+            worker = min(self._others, key=lambda w: w.unfinished, default=None)
+            if worker is not None and worker.unfinished < QUEUED_PER_WORKER:
+                worker.send(jobs)
+                pending.append((meta, items, leaves, signed, worker))
             else:
-                pending.append((meta, _verified(items, signed, _verify_task(jobs)), leaves, None))
+                pending.append((meta, _verified(items, signed, _verify_task(jobs)), leaves, signed, None))
         if error is not None:
             raise error
 
 
-def _collected(chunk: tuple[Any, list[Item], bytes, _Queued | None]) -> tuple[Any, list[Item], bytes]:
+def _collected(chunk: tuple[Any, list[Item], bytes, list[tuple[int, bytes]], _Worker | None]
+               ) -> tuple[Any, list[Item], bytes]:
     """A pending chunk with its signatures verified (waiting for the process that has them)."""
-    meta, items, leaves, task = chunk
-    return meta, items if task is None else _verified(items, task.signed, task.get()), leaves
-
-
-class _Queued:
-    """A chunk's signatures being verified by another process."""
-
-    def __init__(self, result: Any, signed: list[tuple[int, bytes]]) -> None:
-        self._result, self.signed = result, signed
-
-    def ready(self) -> bool:
-        return bool(self._result.ready())
-
-    def get(self) -> bytes:
-        accepted: bytes = self._result.get()
-        return accepted
+    meta, items, leaves, signed, worker = chunk
+    return meta, items if worker is None else _verified(items, signed, worker.answer()), leaves

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from ledger import append, bundle, keys, links, parallel, verify
 from ledger.aggregates import LOG_TOPICS, UNIT_TOPICS, unit_id
+from ledger.errors import WorkerLost
 from ledger.keys import PrivateKey
 from ledger.policy import DEFAULT_POLICY_TEXT
 from ledger.store import Store
@@ -503,3 +504,34 @@ def test_tamper_suite_with_all_workers() -> None:
                            "-p", "tests.all_workers", str(root / "tests" / "test_tamper.py")],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+# --- the other processes: stopped with the pipeline, and a lost one is an error, not a hang ------------
+
+
+def test_closing_early_stops_the_other_processes(built: Built) -> None:
+    with Store(built.url, readonly=True) as store:
+        pipe = parallel.Pipeline(3)
+        processes = [worker.process for worker in pipe._others]
+        assert len(processes) == 2 and all(p.is_alive() for p in processes)
+        with pipe:
+            chunks = pipe.decode(parallel.store_chunks(store), stored=True)
+            next(chunks)
+            chunks.close()  # as replay --upto does
+        assert not any(p.is_alive() for p in processes)
+
+
+def test_finishing_stops_the_other_processes(built: Built) -> None:
+    with Store(built.url, readonly=True) as store, parallel.Pipeline(2) as pipe:
+        processes = [worker.process for worker in pipe._others]
+        assert sum(len(items) for _, items, _ in pipe.decode(parallel.store_chunks(store), stored=True)) \
+            == len(built.wires)
+    assert [p.exitcode for p in processes] == [0]
+
+
+def test_a_lost_worker_is_an_error(built: Built) -> None:
+    with Store(built.url, readonly=True) as store, parallel.Pipeline(2) as pipe:
+        pipe._others[0].process.kill()
+        pipe._others[0].process.join()
+        with pytest.raises(WorkerLost, match="stopped unexpectedly"):
+            list(pipe.decode(parallel.store_chunks(store), stored=True))
