@@ -137,14 +137,12 @@ def replay(
     if rebuild and (until is not None or upto is not None or policy_file is not None):
         raise BadInput("--rebuild rebuilds the views from the whole log under the recorded policies; "
                        "it takes no --until, --upto or --policy")
-    if rebuild and workers is not None:
-        raise BadInput("--rebuild verifies signatures on every core; it takes no --workers")
     when = values.parse_time(until) if until is not None else None
     what_if = load_policy_file(policy_file) if policy_file is not None else None
     now = append.now_us()
     if rebuild:
         with open_store(db) as store, progress("rebuilding views", store.size()) as advance:
-            state = views.rebuild(store, now, advance)
+            state = views.rebuild(store, now, advance, workers)
             size = store.size()
         summary = reports.summary(state, now, log_size=size, folded=state.size,
                                   last_index=state.size - 1 if state.size else None,

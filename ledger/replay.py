@@ -18,9 +18,7 @@ statements are accepted and the same state results.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from ledger import fold, parallel
@@ -72,7 +70,7 @@ def replay(store: Store, *, now_us: int, until: int | None = None, upto: int | N
     folded = 0
     last: int | None = None
     log = parallel.decoded_log(store, workers)
-    with _no_cycle_collection():
+    with parallel.collector_paused():
         try:
             for version, (_, statement, failure, verified) in log:
                 index = version - 1  # as `store.log` numbers them
@@ -107,16 +105,3 @@ def _undecodable(store: Store, index: int, failure: tuple[str, int | None, str] 
     except IntegrityError as e:
         return e
     return EncodingInvalid(failure[2] if failure is not None else "the stored log event cannot be decoded", index)
-
-
-@contextlib.contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """The fold allocates a record per unit and frees almost nothing, so the cycle collector would scan the
-    growing state again and again for garbage that is not there (a tenth of a replay's CPU); paused here."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

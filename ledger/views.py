@@ -150,7 +150,8 @@ def catch_up(store: Store, now_us: int) -> None:
         save(store, state, tail, start)
 
 
-def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = None) -> State:
+def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = None,
+            workers: int | None = None) -> State:
     """Drop every view row and fold the whole log again (`replay --rebuild`), in one transaction.
 
     The rows come out exactly as the writers would have left them: the same fold, the same row encoding.
@@ -159,18 +160,19 @@ def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = 
     if store.readonly:
         raise StoreError("replay --rebuild needs a writable database; this one is open read-only")
     state = State(origin=store.origin)
-    # decoded, and signatures verified, in worker processes; every other rule checked here, in order
-    for version, (_, statement, failure, verified) in parallel.decoded_log(store):
-        index = version - 1
-        try:
-            if statement is None:
-                raise EncodingInvalid(failure[2] if failure else "cannot decode", index)
-            parallel.check(state, statement, index, now_us + 10**12, verified)
-        except IntegrityError as e:
-            raise e.at_index(index) from None
-        fold.apply(state, index, statement)
-        if progress is not None:
-            progress(1)
+    # decoded, and signatures verified, in `workers` processes; every other rule checked here, in order
+    with parallel.collector_paused():
+        for version, (_, statement, failure, verified) in parallel.decoded_log(store, workers):
+            index = version - 1
+            try:
+                if statement is None:
+                    raise EncodingInvalid(failure[2] if failure else "cannot decode", index)
+                parallel.check(state, statement, index, now_us + 10**12, verified)
+            except IntegrityError as e:
+                raise e.at_index(index) from None
+            fold.apply(state, index, statement)
+            if progress is not None:
+                progress(1)
     with store.transaction() as cursor:
         store.clear_views(cursor)
         cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [state.size])

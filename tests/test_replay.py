@@ -241,7 +241,7 @@ def test_replay_workers_give_the_same_summary(ledger: Ledger, monkeypatch: pytes
 def test_replay_workers_must_be_positive(shared_sqlite: Ledger) -> None:
     result = shared_sqlite.cli("replay", "--workers", "0")
     assert result.exit_code == 2 and "--workers" in result.stderr
-    result = shared_sqlite.cli("replay", "--rebuild", "--workers", "1")
+    result = shared_sqlite.cli("replay", "--rebuild", "--workers", "0")
     assert result.exit_code == 2 and "--workers" in result.stderr
 
 
@@ -372,6 +372,16 @@ def test_rebuild_gives_identical_view_rows(ledger: Ledger) -> None:
     assert view_rows(ledger.db) != before
     assert "rebuilt the views from 20 of 20" in ledger.cli("replay", "--rebuild", ok=True).stdout
     assert view_rows(ledger.db) == before
+    for workers in ("1", "2"):  # in this process alone, and with another verifying signatures
+        cut = Store(ledger.db)
+        try:
+            with cut.transaction() as cursor:
+                cursor.execute("DELETE FROM custody_units")
+        finally:
+            cut.close()
+        assert "rebuilt the views from 20 of 20" in ledger.cli("replay", "--rebuild", "--workers", workers,
+                                                                 ok=True).stdout
+        assert view_rows(ledger.db) == before
     ledger.record("fabricated", "tsmc", ["R9"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L",
                   ok=True)  # writers carry on from the rebuilt views
     rows = view_rows(ledger.db)
