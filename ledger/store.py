@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 import msgpack
+import msgspec
 from eventsourcing import persistence as es
 from eventsourcing.persistence import InfrastructureFactory, StoredEvent
 
@@ -818,9 +819,12 @@ def _first_line(e: BaseException) -> str:
     return text.removeprefix("connection failed: ")
 
 
+_BLOB = msgspec.msgpack.Encoder().encode  # the same msgpack bytes as msgpack.packb, several times faster
+
+
 def blob(value: Any) -> bytes:
     """A view row as stored: msgpack of the fold's row list."""
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    return _BLOB(value)
 
 
 def unblob(data: bytes | memoryview) -> Any:

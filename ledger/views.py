@@ -86,12 +86,15 @@ def save(store: Store, state: State, statements: Sequence[tuple[int, Statement]]
 _SIGNED_COLUMNS = ("key_id", "idx", "at", "serials")
 
 
-def _write_rows(cursor: Any, state: State, statements: Sequence[tuple[int, Statement]]) -> None:
-    """The rows `state` holds, each table in one bulk write (see `store._Cursor.upsert` and `insert`)."""
-    cursor.upsert("custody_authority", "id", [(1, blob(state.authority_row()))])
-    cursor.upsert("custody_units", "serial", [(u.serial, blob(u.to_row())) for u in state.units.values()])
-    cursor.upsert("custody_customers", "id", [(c.id, blob(c.to_row())) for c in state.customers.values()])
-    cursor.upsert("custody_duty", "entry", [(d.entry, blob(d.to_row())) for d in state.duty.values()])
+def _write_rows(cursor: Any, state: State, statements: Sequence[tuple[int, Statement]], *,
+                fresh: bool = False) -> None:
+    """The rows `state` holds, each table in one bulk write (see `store._Cursor.upsert` and `insert`);
+    `fresh`: into emptied tables, so plain inserts."""
+    write = (lambda table, key, rows: cursor.insert(table, (key, "row"), rows)) if fresh else cursor.upsert
+    write("custody_authority", "id", [(1, blob(state.authority_row()))])
+    write("custody_units", "serial", [(u.serial, blob(u.to_row())) for u in state.units.values()])
+    write("custody_customers", "id", [(c.id, blob(c.to_row())) for c in state.customers.values()])
+    write("custody_duty", "entry", [(d.entry, blob(d.to_row())) for d in state.duty.values()])
     cursor.insert("custody_findings", ("idx", "serial", "code", "detail"),
                   [(f.index, f.serial, f.code, f.detail) for f in state.findings])
     cursor.insert("custody_signed", _SIGNED_COLUMNS,
@@ -176,7 +179,7 @@ def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = 
     with store.transaction() as cursor:
         store.clear_views(cursor)
         cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [state.size])
-        _write_rows(cursor, state, [])
+        _write_rows(cursor, state, [], fresh=True)
         # what each key signed, from the fold (the same rows the statements would give, none kept)
         cursor.insert("custody_signed", _SIGNED_COLUMNS, [(kid, i, at, blob(list(serials)))
                                                           for kid, signed in state.signed.items()

@@ -7,11 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger import append, keys, views
 from ledger.statement import Statement
-from ledger.store import Store
+from ledger.store import Store, blob, unblob
 from tests.conftest import _postgres_url, drop_postgres_schema, new_postgres_schema
 from tests.test_concurrency import check_ledger
 from tests.test_replay import view_rows
@@ -97,3 +100,18 @@ def test_bulk_view_rows_alike_on_both_stores(tmp_path: Path) -> None:
         assert view_rows(postgres) == view_rows(sqlite)
     finally:
         drop_postgres_schema(postgres)
+
+
+ROW_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=40) | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ROW_VALUES, max_size=17))
+def test_view_rows_are_plain_msgpack(row: list[Any]) -> None:
+    """Rows are written with msgspec's encoder, read with msgpack's: the bytes are msgpack's own."""
+    assert blob(row) == msgpack.packb(row, use_bin_type=True)
+    assert unblob(blob(row)) == row
