@@ -174,12 +174,6 @@ class Verifier:
         if not statement.units:
             return
         units = state.units
-        signed = state.signed.get(statement.signer)
-        if signed and signed[-1][0] == index:
-            # the fold's look-back record for revocations holds each statement's serials for the whole
-            # run: share the strings the units hold instead of keeping every statement's own copies
-            _, at, serials = signed[-1]
-            signed[-1] = (index, at, tuple([units[serial].serial for serial in serials]))
         if self.links is not None:  # a link's version is its unit's chain length
             self.links.statement(index, statement, [units[serial].links for serial, _ in statement.units])
 
