@@ -35,7 +35,8 @@ from ledger.store import Store
 
 CHUNK_STATEMENTS = 100  # statements per chunk: small, so no process waits long for another
 CHUNK_BYTES = 1 << 17  # stored bytes per chunk: a chunk of 1,000-unit shipments is a few statements
-QUEUED_PER_WORKER = 6  # chunks unfinished with each other process: never short of work
+QUEUED_PER_WORKER = 3  # chunks ahead of each other process: one verifying, two waiting (longer than a
+#                        chunk this process verifies itself meanwhile)
 WINDOW_AHEAD = 8  # chunks decoded ahead of the fold, besides those: bounded memory
 PIPE_BYTES = 1 << 20  # a worker's input pipe: its queued chunks (at most QUEUED_PER_WORKER · CHUNK_BYTES)
 MIN_STATEMENTS = 1_000  # below this, default verification stays in-process: starting workers costs more
@@ -248,32 +249,43 @@ class _Worker:
         self.process.start()
         jobs_in.close()
         answers_out.close()
-        self.unfinished = 0  # chunks sent and not yet answered
+        self.backlog = 0  # chunks sent and not yet answered: the work it has ahead of it
+        self._received: deque[bytes] = deque()  # answers arrived and not yet collected, oldest first
 
     def send(self, jobs: list[tuple[bytes, bytes, bytes]]) -> None:
         try:
             self._jobs.send(jobs)
         except OSError:  # its end of the pipe is closed: it is gone
             raise self._lost() from None
-        self.unfinished += 1
+        self.backlog += 1
 
     def _lost(self) -> WorkerLost:
         return WorkerLost(f"a signature verification process (pid {self.process.pid}) stopped unexpectedly "
                           f"(exit code {self.process.exitcode}): killed, or out of memory?")
 
-    def answered(self) -> bool:
-        """Whether the oldest unfinished chunk's answer has arrived."""
-        return bool(self._answers.poll())
-
-    def answer(self) -> bytes:
-        """The oldest unfinished chunk's answer (waiting for it)."""
+    def _receive(self) -> None:
         try:
-            accepted = bytes(self._answers.recv_bytes())
+            self._received.append(bytes(self._answers.recv_bytes()))
         except (EOFError, OSError):
             self.process.join(1)
             raise self._lost() from None
-        self.unfinished -= 1
-        return accepted
+        self.backlog -= 1
+
+    def drain(self) -> None:
+        """Take in every answer that has arrived, so `backlog` counts only the work still ahead of it."""
+        while self.backlog and self._answers.poll():
+            self._receive()
+
+    def answered(self) -> bool:
+        """Whether the oldest uncollected chunk's answer has arrived."""
+        self.drain()
+        return bool(self._received)
+
+    def answer(self) -> bytes:
+        """The oldest uncollected chunk's answer (waiting for it)."""
+        if not self._received:
+            self._receive()
+        return self._received.popleft()
 
     def stop(self, *, now: bool) -> None:
         """End the process: once it has finished its work, or at once."""
@@ -378,8 +390,10 @@ class Pipeline:
                 continue
             items, leaves, signed = _decode(start, blobs, stored, self._known)
             jobs = _jobs(items, signed)
-            worker = min(self._others, key=lambda w: w.unfinished, default=None)
-            if worker is not None and worker.unfinished < QUEUED_PER_WORKER:
+            for other in self._others:
+                other.drain()
+            worker = min(self._others, key=lambda w: w.backlog, default=None)
+            if worker is not None and worker.backlog < QUEUED_PER_WORKER:
                 worker.send(jobs)
                 pending.append((meta, items, leaves, signed, worker))
             else:
