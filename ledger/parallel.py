@@ -21,7 +21,7 @@ import gc
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -111,7 +111,7 @@ def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
         yield start, states, versions
 
 
-def decoded_log(store: Store, workers: int | None = None) -> Iterator[tuple[int, Item]]:
+def decoded_log(store: Store, workers: int | None = None) -> Generator[tuple[int, Item], None, None]:
     """(stored version, item) of every stored log event, in order, with the signatures workers verified.
 
     For a caller that folds the whole log (replay): `check` then skips exactly those signatures.

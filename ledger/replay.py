@@ -18,7 +18,7 @@ statements are accepted and the same state results.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger import fold, parallel
@@ -91,8 +91,7 @@ def replay(store: Store, *, now_us: int, until: int | None = None, upto: int | N
                 if progress is not None:
                     progress(1)
         finally:
-            if isinstance(log, Generator):
-                log.close()  # stop the workers now, not whenever the generator is collected
+            log.close()  # stop the workers now, not whenever the generator is collected
     return Replay(state=state, as_of=until if until is not None else now_us, log_size=size, folded=folded,
                   last_index=last, until=until, upto=upto, what_if=policy)
 
