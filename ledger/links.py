@@ -15,7 +15,7 @@ units that differ. A database whose links are all right but stored in another or
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -23,6 +23,7 @@ import msgspec
 from ledger.aggregates import decode_state, unit_id
 from ledger.errors import IntegrityError, UnitLinksInvalid
 from ledger.parallel import stored_wire
+from ledger.state import UnitState
 from ledger.statement import Statement, decode
 from ledger.store import Store
 
@@ -74,22 +75,21 @@ class StoredLinks:
         self.identical = True  # every link so far was the next stored row
 
     def _unit_id(self, serial: str) -> str:
-        """The unit id of `serial`: a unit's steps tend to follow each other within a few thousand units,
-        so the ids of the latest units are kept rather than hashed again."""
+        """The unit id of `serial`, hashed and kept: a unit's steps tend to follow each other within a few
+        thousand units, so the ids of the latest units are kept (`_ids`) rather than hashed again."""
         ids = self._ids
-        found = ids.get(serial)
-        if found is None:
-            if len(ids) >= UNIT_IDS:
-                ids.clear()
-            found = ids[serial] = unit_hex(self._origin, serial)
+        if len(ids) >= UNIT_IDS:
+            ids.clear()
+        found = ids[serial] = unit_hex(self._origin, serial)
         return found
 
-    def statement(self, index: int, statement: Statement, versions: Sequence[int]) -> None:
-        """The links of the statement at `index`: its units, in order, at their new chain `versions`."""
+    def statement(self, index: int, statement: Statement, units: Mapping[str, UnitState]) -> None:
+        """The links of the statement at `index` (folded into `units`): its units, in order, each at its
+        new chain version, which is the unit's chain length."""
         if not self.identical:
             return
-        rows, unit_id_of, digest = self._rows, self._unit_id, statement.hash
-        for (serial, _), version in zip(statement.units, versions, strict=True):
+        rows, ids, digest = self._rows, self._ids, statement.hash
+        for serial, _ in statement.units:
             row = next(rows, None)
             try:
                 if row is None:
@@ -99,8 +99,8 @@ class StoredLinks:
             except Exception:  # msgspec's errors: a missing or undecodable row differs from the log's
                 self.identical = False
                 return
-            if (stored_version != version or link.index != index or link.hash != digest or link.serial != serial
-                    or unit != unit_id_of(serial)):
+            if (stored_version != units[serial].links or link.index != index or link.hash != digest
+                    or link.serial != serial or unit != (ids.get(serial) or self._unit_id(serial))):
                 self.identical = False
                 return
 

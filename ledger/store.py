@@ -600,8 +600,11 @@ class Store:
             if self.postgres:
                 return self._read(sql, tuple(params))
             with self._datastore.transaction(commit=False) as cursor:
-                cursor.execute(sql, tuple(params))
-                return cursor.fetchall()  # type: ignore[no-any-return]  # sqlite3 rows are tuples already
+                raw = cursor.sqlite_cursor
+                raw.row_factory = None  # plain tuples: eventsourcing's sqlite3.Row costs 0.5 µs a row
+                raw.execute(sql, tuple(params))
+                rows: list[tuple[Any, ...]] = raw.fetchall()
+                return rows
         except Exception as e:
             if _is_driver_error(e) or isinstance(e, es.PersistenceError):
                 raise self._error("read", e) from e

@@ -171,11 +171,8 @@ class Verifier:
             except IntegrityError:
                 return
         fold.apply(state, index, statement)
-        if not statement.units:
-            return
-        units = state.units
-        if self.links is not None:  # a link's version is its unit's chain length
-            self.links.statement(index, statement, [units[serial].links for serial, _ in statement.units])
+        if statement.units and self.links is not None:
+            self.links.statement(index, statement, state.units)
 
     def statement(self, index: int, wire: bytes) -> None:
         """Check and fold one wire form at `index` in this process (the work of a one-worker chunk)."""
