@@ -124,9 +124,10 @@ def decoded_log(store: Store, workers: int | None = None) -> Generator[tuple[int
 # --- the work of one chunk: decoding here, signatures in the workers (or here, with one worker) -------
 
 
-class _LogEvent(msgspec.Struct, forbid_unknown_fields=True):
+class _LogEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A stored log event as writers store it (`aggregates.stored_log_event`): every field is read, so a
-    changed byte anywhere in its framing or keys makes it undecodable; verification uses the statement."""
+    changed byte anywhere in its framing or keys makes it undecodable; verification uses the statement.
+    It holds bytes, a list of bytes, an Ext and text, never a cycle: the collector need not track it."""
 
     wire: bytes
     range: list[bytes]  # the writer's Merkle compact range: the tree-head check reads the newest

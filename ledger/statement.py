@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import msgpack
 import msgspec
@@ -213,13 +213,14 @@ def decode_body(body: bytes) -> Fields:
 # --- the fast path: what `_fields(canonical.unpack(body))` accepts, checked in C (msgspec) ----------------
 #
 # A body of DESIGN's shape holds two maps (the body and its data) and, everywhere else, values whose exact
-# types the field tables fix. msgspec decodes the body into typed structures that refuse every other type
-# (a bool is not an int, a float is not an int, no nil, no extension) and every unknown or missing field;
-# the patterns, uniqueness and per-kind rules are checked here with the reference path's own tests. Once
-# the body and its data re-encode to themselves (keys in canonical order, smallest widths, no repeated
-# key), the reference path would accept the body too and return the same fields. Anything else goes to
-# the reference path, which raises the error it has always raised. msgspec's encoder and msgpack's agree
-# on these types (tests/test_statement.py checks it).
+# types the field tables fix. msgspec decodes the body, data included, in one pass into the structure of
+# its kind (a union tagged by `kind`), which refuses every other type (a bool is not an int, a float is not
+# an int, no nil, no extension) and every unknown or missing field; the patterns, uniqueness and per-kind
+# rules are checked here with tests that accept exactly what the reference path's tests accept. Once the
+# body re-encodes to itself, keys sorted (both maps: every field name is ASCII, so msgspec's sorted order
+# is canonical order), smallest widths, no repeated key, the reference path would accept the body too and
+# return the same fields. Anything else goes to the reference path, which raises the error it has always
+# raised. msgspec's encoder and msgpack's agree on these types (tests/test_statement.py checks it).
 
 _Hash = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -229,53 +230,75 @@ _FIELD_TYPES: dict[str, Any] = {
     "roles": Annotated[list[Literal[ROLES]], msgspec.Meta(min_length=1)],  # type: ignore[valid-type]
     "result": Literal["pass", "fail"],
 }
-_FIELD_TESTS: dict[str, Any] = {  # what the types above leave to Python: patterns and uniqueness
-    "id": ID_PATTERN.fullmatch,
-    "country": COUNTRY_PATTERN.fullmatch,
-    "keys": lambda v: len(set(v)) == len(v),
-    "roles": lambda v: len(set(v)) == len(v),
-}
+_COUNTRIES = frozenset(a + b for a in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" for b in "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _fast_id(text: str) -> bool:
+    """`ID_PATTERN.fullmatch(text)`, without the regular expression for the usual, alphanumeric id: an
+    ASCII string that `isalnum` is all [A-Za-z0-9], a subset of the pattern's characters."""
+    return (text.isalnum() and text.isascii() and len(text) <= 64) or ID_PATTERN.fullmatch(text) is not None
+
+
+def _unique(values: list[Any]) -> bool:
+    return len(set(values)) == len(values)
 
 
 def _present(value: object) -> bool:
     return True
 
 
-class _Body(msgspec.Struct, forbid_unknown_fields=True):
-    """A statement body, fields in canonical (sorted) order; `data` is decoded by its kind's structure."""
-
-    at: _Count
-    data: msgspec.Raw
-    kind: Literal[KINDS]  # type: ignore[valid-type]
-    origin: Annotated[str, msgspec.Meta(min_length=1)]
-    signer: str
-    units: list[tuple[str, _Hash]]
-    v: Literal[1]
+_FIELD_TESTS: dict[str, Callable[[Any], bool]] = {  # what the types above leave to Python
+    "id": _fast_id,
+    "country": _COUNTRIES.__contains__,  # exactly what COUNTRY_PATTERN matches: the 676 pairs of A-Z
+    "keys": _unique,
+    "roles": _unique,
+}
 
 
-def _data_decoder(kind: str) -> tuple[msgspec.msgpack.Decoder[Any], tuple[tuple[str, Any], ...]]:
-    """A decoder for `kind`'s data (fields sorted, the optional ones may be absent) and the tests left to
-    Python: (field, test) for each field with a pattern or uniqueness to check, and each optional field
-    (absent, it decodes as UNSET and is dropped).
+class _Kind(NamedTuple):
+    """What the fast path knows of one kind besides its structure: its name; the tests left to Python,
+    (field, test) for each data field with a pattern or uniqueness to check and each optional field
+    (absent, it decodes as UNSET and is dropped); whether it is a step (units) or an admin kind."""
+
+    kind: str
+    tests: tuple[tuple[str, Callable[[Any], bool]], ...]
+    step: bool
+
+
+def _structure(kind: str) -> tuple[type[msgspec.Struct], _Kind]:
+    """The structure of `kind`'s whole body, tagged by `kind`, and the rest of what the fast path knows.
 
     msgspec refuses a required field after an optional one, so DESIGN's optional fields must sort last."""
     required, optional = _REQUIRED[kind], _OPTIONAL.get(kind, {})
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for name in sorted({**required, **optional}):
-        kind_of = required.get(name) or optional[name]
         if name in required:
-            fields.append((name, _FIELD_TYPES[kind_of]))
+            fields.append((name, _FIELD_TYPES[required[name]]))
         else:
-            fields.append((name, _FIELD_TYPES[kind_of] | msgspec.UnsetType, msgspec.UNSET))
-    struct = msgspec.defstruct(f"_{kind}", fields, forbid_unknown_fields=True)
+            fields.append((name, _FIELD_TYPES[optional[name]] | msgspec.UnsetType, msgspec.UNSET))
+    data = msgspec.defstruct(f"_{kind}", fields, forbid_unknown_fields=True, gc=False)
+    step = kind not in ADMIN_KINDS
+    units = Annotated[tuple[tuple[str, _Hash], ...], msgspec.Meta(min_length=1) if step else msgspec.Meta(max_length=0)]
+    body = msgspec.defstruct(f"_{kind}_body", [
+        ("at", _Count),
+        ("data", data),
+        ("origin", Annotated[str, msgspec.Meta(min_length=1)]),
+        ("signer", Annotated[str, msgspec.Meta(min_length=64, max_length=64)]),
+        ("units", units),
+        ("v", Literal[1]),
+    ], tag_field="kind", tag=kind, forbid_unknown_fields=True, gc=False)
     tests = tuple((name, _FIELD_TESTS.get(kind_of, _present)) for name, kind_of in {**required, **optional}.items()
                   if kind_of in _FIELD_TESTS or name in optional)
-    return msgspec.msgpack.Decoder(struct), tests
+    return body, _Kind(kind, tests, step)
 
 
-_BODY = msgspec.msgpack.Decoder(_Body)
-_DATA = {kind: _data_decoder(kind) for kind in KINDS}
+_STRUCTURES = dict(_structure(kind) for kind in KINDS)
+_BODY: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(Union[tuple(_STRUCTURES)])  # noqa: UP007 (computed)
 _ENCODE = msgspec.msgpack.Encoder().encode
+_ENCODE_SORTED = msgspec.msgpack.Encoder(order="sorted").encode  # `kind`, the tag, among the other keys
+_asdict = msgspec.structs.asdict
+_fromhex = bytes.fromhex
+_id_fullmatch = ID_PATTERN.fullmatch
 
 
 def well_formed(body: bytes) -> Fields | None:
@@ -283,13 +306,16 @@ def well_formed(body: bytes) -> Fields | None:
     accept it; None if it might not (the caller then asks the reference path, which says why)."""
     try:
         obj = _BODY.decode(body)
-        decoder, tests = _DATA[obj.kind]
-        fields = decoder.decode(obj.data)
-    except Exception:  # msgspec's errors, and UnicodeDecodeError for bad UTF-8: the reference path says why
+        signer = obj.signer
+        # KEY_ID_PATTERN: `signer` has 64 characters (its type says so), `fromhex` reads hex digits and
+        # whitespace only (else ValueError) and `hex` writes lowercase hex digits only, so `signer` equals
+        # what `hex` gives back exactly when it is 64 lowercase hex digits.
+        if _fromhex(signer).hex() != signer:
+            return None
+    except Exception:  # msgspec's errors, UnicodeDecodeError, ValueError: the reference path says why
         return None
-    if KEY_ID_PATTERN.fullmatch(obj.signer) is None:
-        return None
-    data = msgspec.structs.asdict(fields)
+    kind, tests, step = _STRUCTURES[type(obj)]
+    data = _asdict(obj.data)
     for name, test in tests:
         value = data[name]
         if value is msgspec.UNSET:
@@ -297,19 +323,16 @@ def well_formed(body: bytes) -> Fields | None:
         elif not test(value):
             return None
     units = obj.units
-    if obj.kind in ADMIN_KINDS:
-        if units:
-            return None
-    else:
-        fullmatch = ID_PATTERN.fullmatch
-        for serial, _ in units:
-            if fullmatch(serial) is None:
+    if step:
+        for serial, _ in units:  # _fast_id, inline
+            if not (serial.isalnum() and serial.isascii() and len(serial) <= 64) and _id_fullmatch(serial) is None:
                 return None
-        if not units or (len(units) > 1 and len({serial for serial, _ in units}) != len(units)):
+        if len(units) > 1 and len({serial for serial, _ in units}) != len(units):
             return None
-    if _ENCODE(fields) != bytes(obj.data) or _ENCODE(obj) != body:
+    # The one encoding check, of the body and its data at once.
+    if _ENCODE_SORTED(obj) != body:
         return None
-    return obj.origin, obj.kind, obj.at, obj.signer, tuple(units), data
+    return obj.origin, kind, obj.at, signer, units, data
 
 
 _WIRE = msgspec.msgpack.Decoder(tuple[bytes, Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]])
@@ -338,11 +361,14 @@ def _outer(wire: bytes) -> tuple[bytes, bytes]:
     return body, signature
 
 
+_sha256 = hashlib.sha256
+
+
 def decode(wire: bytes) -> Statement:
     """Decode a statement from its wire form, refusing anything that is not exactly canonical."""
     body, signature = _outer(wire)
     origin, kind, at, signer, units, data = decode_body(body)
-    return Statement(wire, body, signature, hashlib.sha256(body).digest(), origin, kind, at, signer, units, data)
+    return Statement(wire, body, signature, _sha256(body).digest(), origin, kind, at, signer, units, data)
 
 
 def encode_body(*, origin: str, kind: str, at: int, signer: str,
