@@ -9,6 +9,7 @@ equal results: no clock, no I/O.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 
 from ledger.policy import Policy, duty_due, parse_policy
@@ -16,6 +17,7 @@ from ledger.state import STAGE, Customer, DutyEntry, Finding, KeyInfo, Participa
 from ledger.statement import Statement, key_id
 
 US_PER_DAY = 86_400 * 1_000_000
+_SERIAL = operator.itemgetter(0)  # of a statement's (serial, prev) pair
 
 
 def _flag(state: State, out: list[Finding], unit: UnitState | None, serial: str | None, code: str,
@@ -97,7 +99,7 @@ def _apply_fabricated(state: State, index: int, statement: Statement, out: list[
     bad_model = model not in policy.allowed_models
     bad_fab = fab not in policy.approved_foundries
     units, head, at = state.units, statement.hash, statement.at
-    serials = tuple([serial for serial, _ in statement.units])
+    serials = tuple(map(_SERIAL, statement.units))
     for serial in serials:
         unit = units[serial] = UnitState(serial, head, at, index, "fabricated", 1, model)
         if bad_model:
@@ -122,44 +124,41 @@ def _before_release(state: State, unit: UnitState, index: int, out: list[Finding
 def _apply_step(state: State, index: int, statement: Statement, out: list[Finding]) -> tuple[str, ...]:
     """Fold a step other than `fabricated` into each of its units; returns the units' own serial strings.
 
-    One pass over the units with the statement's invariants worked out first: a shipment is a thousand
-    units, and the same few tests run for each.
+    One pass over the units with the statement's invariants worked out first, for its kind only: a
+    shipment is a thousand units, and the same few tests run for each.
     """
-    kind, data, policy = statement.kind, statement.data, state.policy
+    kind = statement.kind
     stage = STAGE[kind]
-    shipping, inspecting = kind == "shipped_to_us", kind == "inspected"
-    paying, exporting, receiving = kind == "duty_paid", kind == "re_exported", kind == "received"
     routed = stage >= 3  # a step that needs the unit shipped to the US first
-    result = outside = underpaid = undervalued = ""
-    if inspecting:
+    shipping = inspecting = paying = exporting = receiving = False
+    result = outside = underpaid = undervalued = consignee = ""
+    customer: Customer | None = None
+    in_force = False  # the approval does not change while one statement is folded
+    signer_party: str | None = None
+    receiver: Customer | None = None
+    if kind == "shipped_to_us":
+        shipping = True
+    elif kind == "inspected":
+        inspecting = True
+        data, policy = statement.data, state.policy
         result = data["result"]
         if data["country"] != policy.inspection_country:
             outside = f"inspected in {data['country']}, not {policy.inspection_country}"
-    if paying:
-        due = duty_due(policy, data["entered_value"])
-        if data["duty"] < due:
-            underpaid = f"entry {data['entry']}: duty {data['duty']} cents < {due} due"
-        minimum = policy.min_unit_value_cents * len(statement.units)
-        if data["entered_value"] < minimum:
-            undervalued = f"entry {data['entry']}: entered value {data['entered_value']} cents < {minimum}"
-        entry = state.duty.setdefault(data["entry"], DutyEntry(data["entry"]))
-        entry.entered_value += data["entered_value"]
-        entry.duty_due += due
-        entry.paid += data["duty"]
-        entry.units += len(statement.units)
-        entry.statements += 1
-    consignee: str = data["consignee"] if exporting else ""
-    customer: Customer | None = None
-    in_force = False  # the approval does not change while one statement is folded
-    if exporting:
+    elif kind == "duty_paid":
+        paying = True
+        underpaid, undervalued = _enter_duty(state, statement)
+    elif kind == "re_exported":
+        exporting = True
+        consignee = statement.data["consignee"]
         customer = state.customers.get(consignee)
         in_force = customer is not None and customer.in_force(statement.at)
-    signer_party: str | None = None
-    receiver: Customer | None = None
-    if receiving:
+    elif kind == "received":
+        receiving = True
         signer_party = state.participant_of(statement.signer)
         if signer_party is not None:
-            receiver = state.customers.setdefault(signer_party, Customer(signer_party))
+            receiver = state.customers.get(signer_party)
+            if receiver is None:
+                receiver = state.customers[signer_party] = Customer(signer_party)
     units, head, at = state.units, statement.hash, statement.at
     serials: list[str] = []
     for serial, _ in statement.units:
@@ -217,6 +216,29 @@ def _apply_step(state: State, index: int, statement: Statement, out: list[Findin
     return tuple(serials)
 
 
+def _enter_duty(state: State, statement: Statement) -> tuple[str, str]:
+    """Add a `duty_paid` statement to its customs entry; returns why it underpays and undervalues, or ""."""
+    data, policy, count = statement.data, state.policy, len(statement.units)
+    underpaid = undervalued = ""
+    value: int = data["entered_value"]
+    due = duty_due(policy, value)
+    if data["duty"] < due:
+        underpaid = f"entry {data['entry']}: duty {data['duty']} cents < {due} due"
+    minimum = policy.min_unit_value_cents * count
+    if value < minimum:
+        undervalued = f"entry {data['entry']}: entered value {value} cents < {minimum}"
+    name: str = data["entry"]
+    entry = state.duty.get(name)
+    if entry is None:
+        entry = state.duty[name] = DutyEntry(name)
+    entry.entered_value += value
+    entry.duty_due += due
+    entry.paid += data["duty"]
+    entry.units += count
+    entry.statements += 1
+    return underpaid, undervalued
+
+
 def apply(state: State, index: int, statement: Statement) -> list[Finding]:
     """Fold one statement that passed `rules.check` into `state`; return the findings it adds."""
     out: list[Finding] = []
@@ -228,9 +250,10 @@ def apply(state: State, index: int, statement: Statement) -> list[Finding]:
             serials = _apply_step(state, index, statement, out)
     else:
         _apply_admin(state, index, statement, out)
-    signed = state.signed.get(statement.signer)
+    signer = statement.signer
+    signed = state.signed.get(signer)
     if signed is None:
-        signed = state.signed[statement.signer] = []
+        signed = state.signed[signer] = []
     signed.append((index, statement.at, serials))
     state.size = index + 1
     return out

@@ -79,18 +79,13 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def signature_done(public: bytes | None, verified: bytes | None, index: int) -> bool:
-    """True when a worker's libsodium accepted the signature under `verified`, the very key `rules.check`
-    would verify it under (`public`, the signer's registered key): checking it again would repeat it."""
-    return verified is not None and public is not None and index > 0 and public == verified
+signature_done = rules.signature_done
 
 
 def check(state: State, statement: Statement, index: int, now_us: int, verified: bytes | None, *,
           trusted: Collection[bytes] | None = None) -> None:
     """`rules.check`, minus the one signature verification a worker has already done (`signature_done`)."""
-    info = state.keys.get(statement.signer)
-    done = signature_done(info.public if info is not None else None, verified, index)
-    rules.check(state, statement, index, now_us, trusted=trusted, check_signature=not done)
+    rules.check(state, statement, index, now_us, trusted=trusted, verified=verified)
 
 
 def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:

@@ -72,17 +72,18 @@ def check_signer(state: State, statement: Statement, index: int) -> bytes:
     info = state.keys.get(statement.signer)
     if info is None:
         raise SignerUnknown(f"key {statement.signer[:16]}… is not registered", index)
-    if info.revoked_index is not None and info.revoked_index < index:
-        raise KeyRevoked(f"key {statement.signer[:16]}… was revoked at index {info.revoked_index}", index)
-    if statement.kind in _ADMIN_KINDS:
+    revoked = info.revoked_index
+    if revoked is not None and revoked < index:
+        raise KeyRevoked(f"key {statement.signer[:16]}… was revoked at index {revoked}", index)
+    kind = statement.kind
+    if kind in _ADMIN_KINDS:
         if not info.authority:
-            raise RoleMissing(f"{statement.kind} needs a genesis authority key", index)
+            raise RoleMissing(f"{kind} needs a genesis authority key", index)
     else:
-        role = STEP_ROLE[statement.kind]
+        role = STEP_ROLE[kind]
         participant = state.participants.get(info.participant or "")
         if participant is None or role not in participant.roles:
-            raise RoleMissing(f"participant {info.participant} lacks the role {role!r} for {statement.kind}",
-                              index)
+            raise RoleMissing(f"participant {info.participant} lacks the role {role!r} for {kind}", index)
     return info.public
 
 
@@ -126,34 +127,43 @@ def check_units(state: State, statement: Statement, index: int) -> None:
             raise TimeInvalid(f"unit {serial}: at is earlier than its previous statement's", index)
 
 
+def signature_done(public: bytes | None, verified: bytes | None, index: int) -> bool:
+    """True when a worker's libsodium accepted the signature under `verified`, the very key `check`
+    would verify it under (`public`, the signer's registered key): checking it again would repeat it."""
+    return verified is not None and public is not None and index > 0 and public == verified
+
+
 def check(state: State, statement: Statement, index: int, now_us: int, *,
-          trusted: Collection[bytes] | None = None, check_signature: bool = True) -> None:
+          trusted: Collection[bytes] | None = None, check_signature: bool = True,
+          verified: bytes | None = None) -> None:
     """Raise the first hard rule `statement` breaks at log `index`, or return if it may be appended.
 
     `state.origin` is the ledger's origin (from the store or the bundle header) when known.
     `check_signature=False` lets a caller that verified the signature elsewhere (in parallel workers)
-    skip only that step; every other rule still runs. `trusted` (from `--trust`) is checked last, so a
-    caller may still apply a genesis that is well-formed but not trusted.
+    skip only that step; so does `verified`, the key a worker verified it under, if `signature_done`
+    says it is the one this step would use. Every other rule still runs. `trusted` (from `--trust`) is
+    checked last, so a caller may still apply a genesis that is well-formed but not trusted.
     """
-    if state.origin is not None and statement.origin != state.origin:
+    origin = state.origin
+    if origin is not None and statement.origin != origin:
         raise OriginMismatch(f"origin {statement.origin!r:.80} is not this ledger's", index)
+    kind = statement.kind
     if index == 0:
-        if statement.kind != "ledger_opened":
-            raise GenesisUntrusted(f"index 0 is {statement.kind}, not ledger_opened", index)
+        if kind != "ledger_opened":
+            raise GenesisUntrusted(f"index 0 is {kind}, not ledger_opened", index)
         _check_genesis(statement, index, None)
         public = next(k for k in statement.data["authorities"] if key_id(k) == statement.signer)
-    elif statement.kind == "ledger_opened":
+    elif kind == "ledger_opened":
         raise GenesisUntrusted("a second ledger_opened", index)
     else:
         public = check_signer(state, statement, index)
-    if check_signature:
+    if check_signature and not signature_done(public, verified, index):
         verify_signature(statement, public, index)
     if index:
         earlier = state.admin.get(statement.hash)
         if earlier is not None:
-            raise ChainBroken(f"{statement.kind} replayed: the same statement is already at index {earlier}",
-                              index)
-        if statement.kind in _ADMIN_CHECKED:
+            raise ChainBroken(f"{kind} replayed: the same statement is already at index {earlier}", index)
+        if kind in _ADMIN_CHECKED:
             _check_admin(state, statement, index)
         if statement.units:
             check_units(state, statement, index)
