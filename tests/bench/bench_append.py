@@ -32,15 +32,18 @@ def record(directory: Path, units: int, start_up: float, options: list[str]) -> 
     ledgers.grow(built, units, steps=1)  # every unit fabricated, in boards of 8
     db = built.url
     print(f"record: one 1,000-unit shipment on a ledger holding {units:,} units ({db})")
-    nets = []
+    seconds, starts = [], [start_up]  # a --version before each record: start-up taken in the same turns
     for n in range(3):
         serials = directory / f"shipment-{n}.txt"
         serials.write_text("".join(f"SN{i:09d}\n" for i in range(n * 1000, (n + 1) * 1000)))
+        starts.append(common.custody("--version").seconds)
         run = common.custody("--db", db, "record", "shipped-to-us", "--key", str(built.keys_dir / "kerry"),
                              "--serials-file", str(serials), "--port-of-entry", "DFW", "--waybill", f"W-{n}")
         if "recorded shipped-to-us for 1000 units" not in run.stdout:
             raise SystemExit(f"record did not record: {run.stdout}")
-        nets.append(run.seconds - start_up)
+        seconds.append(run.seconds)
+    start_up = min(starts)
+    nets = [s - start_up for s in seconds]
     command = common.reproduce(SCRIPT, "--only", "record", *options)
     return [common.report("custody record, 1,000 units", min(nets), "s beyond start-up", command,
                           target=0.5, higher=False,
