@@ -5,7 +5,7 @@
 libsodium (`statement.signature_valid`), each under the key its signer id names among the keys the log
 has named so far (a genesis' authorities, the registrations). The caller folds the chunks in log order
 and runs every hard rule with `rules.check`, skipping only the signature verification a worker has
-already done under exactly the key the rules would use (`signature_done`); every other statement's
+already done under exactly the key the rules would use (`rules.signature_done`); every other statement's
 signature is verified again, in order, as if there were no workers. `workers` counts the calling
 process: it verifies a chunk's signatures itself whenever the others have enough queued, so N workers
 keep N cores busy. With one worker no process is started.
@@ -79,12 +79,9 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-signature_done = rules.signature_done
-
-
 def check(state: State, statement: Statement, index: int, now_us: int, verified: bytes | None, *,
           trusted: Collection[bytes] | None = None) -> None:
-    """`rules.check`, minus the one signature verification a worker has already done (`signature_done`)."""
+    """`rules.check`, minus the one signature verification a worker has already done (`rules.signature_done`)."""
     rules.check(state, statement, index, now_us, trusted=trusted, verified=verified)
 
 

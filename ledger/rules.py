@@ -134,15 +134,14 @@ def signature_done(public: bytes | None, verified: bytes | None, index: int) -> 
 
 
 def check(state: State, statement: Statement, index: int, now_us: int, *,
-          trusted: Collection[bytes] | None = None, check_signature: bool = True,
-          verified: bytes | None = None) -> None:
+          trusted: Collection[bytes] | None = None, verified: bytes | None = None) -> None:
     """Raise the first hard rule `statement` breaks at log `index`, or return if it may be appended.
 
     `state.origin` is the ledger's origin (from the store or the bundle header) when known.
-    `check_signature=False` lets a caller that verified the signature elsewhere (in parallel workers)
-    skip only that step; so does `verified`, the key a worker verified it under, if `signature_done`
-    says it is the one this step would use. Every other rule still runs. `trusted` (from `--trust`) is
-    checked last, so a caller may still apply a genesis that is well-formed but not trusted.
+    `verified` is the key a worker process's libsodium accepted the signature under: the signature step
+    is skipped if `signature_done` says it is the very key this step would use; every other rule still
+    runs. `trusted` (from `--trust`) is checked last, so a caller may still apply a genesis that is
+    well-formed but not trusted.
     """
     origin = state.origin
     if origin is not None and statement.origin != origin:
@@ -157,7 +156,7 @@ def check(state: State, statement: Statement, index: int, now_us: int, *,
         raise GenesisUntrusted("a second ledger_opened", index)
     else:
         public = check_signer(state, statement, index)
-    if check_signature and not signature_done(public, verified, index):
+    if not signature_done(public, verified, index):
         verify_signature(statement, public, index)
     if index:
         earlier = state.admin.get(statement.hash)

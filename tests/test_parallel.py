@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import append, bundle, keys, links, parallel, verify
+from ledger import append, bundle, keys, links, parallel, rules, verify
 from ledger.aggregates import LOG_TOPICS, UNIT_TOPICS, unit_id
 from ledger.errors import WorkerLost
 from ledger.keys import PrivateKey
@@ -366,10 +366,10 @@ def test_signature_verified_again_unless_a_worker_verified_it_under_the_signers_
     assert [f.check for f in fold_with(built.keys["rogue"].public).failures] == ["signature"]
     # a worker's word counts only for the registered key: here it vouches (falsely) and is believed,
     # which is why workers only ever vouch for what libsodium accepted
-    assert parallel.signature_done(signer, signer, index)
-    assert not parallel.signature_done(signer, built.keys["rogue"].public, index)
-    assert not parallel.signature_done(None, signer, index)
-    assert not parallel.signature_done(signer, signer, 0)  # the genesis: always verified in order
+    assert rules.signature_done(signer, signer, index)
+    assert not rules.signature_done(signer, built.keys["rogue"].public, index)
+    assert not rules.signature_done(None, signer, index)
+    assert not rules.signature_done(signer, signer, 0)  # the genesis: always verified in order
 
 
 def test_a_worker_never_vouches_for_a_bad_signature(tmp_path: Path) -> None:

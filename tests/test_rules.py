@@ -222,7 +222,9 @@ def test_signature(book: Book) -> None:
 def test_signature_check_can_be_left_to_a_worker(book: Book) -> None:
     good = ship(book)
     forged = assemble(good.body, bytes(64))
-    book.check(forged, check_signature=False)  # every other rule passes
+    book.check(forged, verified=KERRY.public)  # a worker vouched for the signer's key: every other rule passes
+    with pytest.raises(errors.SignatureInvalid):
+        book.check(forged, verified=ALIBABA.public)  # vouched for another key: verified here, and refused
 
 
 def test_genesis_signature(book: Book) -> None:
