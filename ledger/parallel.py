@@ -21,15 +21,14 @@ import gc
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Collection, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
 
-from ledger import merkle, rules
+from ledger import merkle
 from ledger.errors import IntegrityError, WorkerLost
-from ledger.state import State
 from ledger.statement import Statement, decode, key_id, signature_valid
 from ledger.store import Store
 
@@ -79,12 +78,6 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def check(state: State, statement: Statement, index: int, now_us: int, verified: bytes | None, *,
-          trusted: Collection[bytes] | None = None) -> None:
-    """`rules.check`, minus the one signature verification a worker has already done (`rules.signature_done`)."""
-    rules.check(state, statement, index, now_us, trusted=trusted, verified=verified)
-
-
 def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
     """The stored log events in version order, in chunks: (first position, states, versions)."""
     start = 0
@@ -106,7 +99,7 @@ def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
 def decoded_log(store: Store, workers: int | None = None) -> Generator[tuple[int, Item], None, None]:
     """(stored version, item) of every stored log event, in order, with the signatures workers verified.
 
-    For a caller that folds the whole log (replay): `check` then skips exactly those signatures.
+    For a caller that folds the whole log (replay): `rules.check` given each item's key skips exactly those.
     """
     with Pipeline(worker_count(workers, store.size())) as pipe:
         for versions, items, _ in pipe.decode(store_chunks(store), stored=True):

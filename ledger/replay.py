@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ledger import fold, parallel
+from ledger import fold, parallel, rules
 from ledger.errors import BadInput, EncodingInvalid, IntegrityError
 from ledger.policy import Policy
 from ledger.state import State
@@ -79,7 +79,7 @@ def replay(store: Store, *, now_us: int, until: int | None = None, upto: int | N
                 try:
                     if statement is None:
                         raise _undecodable(store, index, failure)
-                    parallel.check(checker, statement, index, now_us + _NO_CLOCK_LIMIT, verified)
+                    rules.check(checker, statement, index, now_us + _NO_CLOCK_LIMIT, verified=verified)
                 except IntegrityError as e:
                     raise e.at_index(index) from None
                 if checker is not state:

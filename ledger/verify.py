@@ -161,7 +161,7 @@ class Verifier:
             return
         state = self.state
         try:
-            parallel.check(state, statement, index, self.options.now, verified, trusted=self.options.trusted)
+            rules.check(state, statement, index, self.options.now, trusted=self.options.trusted, verified=verified)
         except IntegrityError as e:
             self.fail(e.at_index(index))
             if e.check != "genesis_trust" or index != 0 or self.options.trusted is None:

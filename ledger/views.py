@@ -170,7 +170,7 @@ def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = 
             try:
                 if statement is None:
                     raise EncodingInvalid(failure[2] if failure else "cannot decode", index)
-                parallel.check(state, statement, index, now_us + 10**12, verified)
+                rules.check(state, statement, index, now_us + 10**12, verified=verified)
             except IntegrityError as e:
                 raise e.at_index(index) from None
             fold.apply(state, index, statement)
