@@ -23,11 +23,12 @@ from eventsourcing.persistence import Transcoder
 from ledger.transcoder import MsgpackTranscoder
 
 
-def _signatures(seed: int, count: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+def _signatures(seed: int, count: int, size: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """`count` signatures on distinct messages of `size` bytes (the hash inside Ed25519 grows with it)."""
     from nacl.signing import SigningKey
 
     key = SigningKey(seed.to_bytes(32, "big"))
-    body = b"custody-ledger/v1\n" + bytes(range(256)) * 2  # about the size of a one-unit statement
+    body = (b"custody-ledger/v1\n" + bytes(range(256)) * (size // 256 + 1))[:max(0, size - 8)]
     pairs = []
     for i in range(count):
         signed = key.sign(body + i.to_bytes(8, "big"))
@@ -44,15 +45,16 @@ def _verify_loop(public: bytes, pairs: list[tuple[bytes, bytes]], start: Any, do
     done.put(len(pairs))
 
 
-def nacl_verify_seconds(count: int, workers: int) -> float:
-    """Seconds for `workers` processes to verify `count` signatures between them (prepared beforehand)."""
+def nacl_verify_seconds(count: int, workers: int, size: int) -> float:
+    """Seconds for `workers` processes to verify `count` signatures between them (prepared beforehand),
+    each on a message of `size` bytes: pass the mean length of the messages the ledger's signers signed."""
     context = multiprocessing.get_context("fork")
     start = context.Event()
     done = context.Queue()
     procs = []
     share = -(-count // workers)
     for w in range(workers):
-        public, pairs = _signatures(w + 1, min(share, count - w * share))
+        public, pairs = _signatures(w + 1, min(share, count - w * share), size)
         procs.append(context.Process(target=_verify_loop, args=(public, pairs, start, done)))
     for p in procs:
         p.start()

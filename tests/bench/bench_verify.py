@@ -23,6 +23,10 @@ import baselines
 import common
 import ledgers
 
+from ledger.parallel import stored_wire
+from ledger.statement import decode, signed_message
+from ledger.store import Store
+
 SCRIPT = "bench_verify.py"
 
 
@@ -36,20 +40,32 @@ def _verified(run: common.Run) -> None:
         raise SystemExit(f"the benchmark ledger did not verify: {document['failures'][:3]}")
 
 
+def signed_bytes(url: str) -> int:
+    """The mean length of the messages the ledger's signers signed (prefix and body), for the baseline."""
+    store = Store(url, readonly=True)
+    try:
+        lengths = [len(signed_message(decode(stored_wire(state) or b"").body)) for _, state in store.log_states(0)]
+    finally:
+        store.close()
+    return round(sum(lengths) / len(lengths))
+
+
 def single(directory: Path, statements: int, start_up: float, quick: bool) -> list[bool | None]:
     built = ledgers.open_bench_ledger(directory / "custody.db")
     ledgers.grow(built, statements // 5, board=1, shipment=1, steps=5)
     db = built.url
     cores = len(os.sched_getaffinity(0))
     options = ["--quick"] if quick else []
-    print(f"verify, one unit per statement: {built.statements:,} statements ({db})")
+    size = signed_bytes(db)
+    print(f"verify, one unit per statement: {built.statements:,} statements, {size} signed bytes each on "
+          f"average ({db})")
     # start-up, verify and the baseline take turns, so a machine that speeds up or slows down meanwhile
     # (shared cores do) weighs on all three alike; the best of each counts
     runs, bases, starts = [], [], [start_up]
     for _ in range(7):
         starts.append(common.custody("--version").seconds)
         runs.append(common.custody("--db", db, "verify", "--json"))
-        bases.append(baselines.nacl_verify_seconds(built.statements, cores))
+        bases.append(baselines.nacl_verify_seconds(built.statements, cores, size))
     run = min(runs, key=lambda r: r.seconds)
     _verified(run)
     start_up = min(starts)
