@@ -68,12 +68,20 @@ def collector_paused() -> Iterator[None]:
     The fold allocates a record per unit and frees almost nothing, so the collector would scan the growing
     state again and again for garbage that is not there (a tenth or more of the fold's CPU). Nothing the
     fold keeps forms a cycle; the collector runs again as before once the fold is done.
+
+    What the fold kept is then moved to the oldest generation (`freeze` and `unfreeze` at once), as if it
+    had survived the young collections it skipped: else the first young collection afterwards would scan
+    all of it (0.1 s after folding 100,000 units). It stays collectable, by the full collections that
+    scan the oldest generation.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:  # a caller's own frozen objects stay frozen
+            gc.freeze()
+            gc.unfreeze()
         if enabled:
             gc.enable()
 

@@ -9,10 +9,12 @@ compared in row order before the exact comparison) are also probed on their own.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import random
 import sqlite3
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -535,3 +537,50 @@ def test_a_lost_worker_is_an_error(built: Built) -> None:
         pipe._others[0].process.join()
         with pytest.raises(WorkerLost, match="stopped unexpectedly"):
             list(pipe.decode(parallel.store_chunks(store), stored=True))
+
+
+# --- the collector around a fold ----------------------------------------------------------------------
+
+
+class _Record:
+    """Tracked by the cycle collector, as the fold's unit records are."""
+
+    def __init__(self) -> None:
+        self.me: object = None
+
+
+def _young() -> set[int]:
+    return {id(o) for generation in (0, 1) for o in gc.get_objects(generation=generation)}
+
+
+def test_what_a_fold_kept_is_not_scanned_again_by_the_young_collections() -> None:
+    enabled = gc.isenabled()
+    with parallel.collector_paused():
+        assert not gc.isenabled()
+        kept = [_Record() for _ in range(1000)]
+    assert gc.isenabled() == enabled
+    young = _young()
+    assert not any(id(record) in young for record in kept)
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_cycle_made_during_a_fold_is_still_collected() -> None:
+    with parallel.collector_paused():
+        record = _Record()
+        record.me = record
+    alive = weakref.ref(record)
+    del record
+    assert alive() is not None  # a cycle: only the collector can free it
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_callers_frozen_objects_stay_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with parallel.collector_paused():
+            _Record()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
