@@ -111,10 +111,11 @@ class Batch:
         self._ensure_serials(serials)
         return [(s, self.state.units[s].head if s in self.state.units else ZERO_HASH) for s in serials]
 
-    def check(self, statement: Statement) -> None:
-        """The hard rules for `statement` as the next log entry; raises the broken rule."""
+    def check(self, statement: Statement) -> list[UnitState] | None:
+        """The hard rules for `statement` as the next log entry; raises the broken rule. Returns what
+        `rules.check` does: the records of a later step's units."""
         self._ensure(statement)
-        rules.check(self.state, statement, self.size, self.clock())
+        return rules.check(self.state, statement, self.size, self.clock())
 
     def preview(self, statement: Statement) -> list[Finding]:
         """The findings `statement` would add, computed on copies: the pre-check."""
@@ -133,9 +134,9 @@ class Batch:
 
     def add(self, statement: Statement) -> list[Finding]:
         """Check and fold `statement` as the next entry and queue its events."""
-        self.check(statement)
+        records = self.check(statement)
         index = self.size
-        found = fold.apply(self.state, index, statement)
+        found = fold.apply(self.state, index, statement, records)
         if index == 0:
             self.origin = self.state.origin
         self.range = self.range.append(merkle.leaf_hash(statement.wire))

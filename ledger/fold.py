@@ -10,7 +10,7 @@ equal results: no clock, no I/O.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ledger.policy import Policy, duty_due, parse_policy
 from ledger.state import STAGE, Customer, DutyEntry, Finding, KeyInfo, Participant, State, UnitState
@@ -121,8 +121,10 @@ def _before_release(state: State, unit: UnitState, index: int, out: list[Finding
         _flag(state, out, unit, serial, "SKIPPED_DUTY", index, f"{what} without duty paid")
 
 
-def _apply_step(state: State, index: int, statement: Statement, out: list[Finding]) -> tuple[str, ...]:
-    """Fold a step other than `fabricated` into each of its units; returns the units' own serial strings.
+def _apply_step(state: State, index: int, statement: Statement, out: list[Finding],
+                records: Sequence[UnitState] | None) -> tuple[str, ...]:
+    """Fold a step other than `fabricated` into each of its units (`records`, their records, if the rules
+    looked them up already); returns the units' own serial strings.
 
     One pass over the units with the statement's invariants worked out first, for its kind only: a
     shipment is a thousand units, and the same few tests run for each.
@@ -159,11 +161,14 @@ def _apply_step(state: State, index: int, statement: Statement, out: list[Findin
             receiver = state.customers.get(signer_party)
             if receiver is None:
                 receiver = state.customers[signer_party] = Customer(signer_party)
-    units, head, at = state.units, statement.hash, statement.at
+    head, at = statement.hash, statement.at
+    if records is None:
+        units = state.units
+        records = [units[serial] for serial, _ in statement.units]
     serials: list[str] = []
-    for serial, _ in statement.units:
-        unit = units[serial]
-        serials.append(unit.serial)
+    for unit in records:
+        serial = unit.serial
+        serials.append(serial)
         if unit.received or stage < unit.stage or (shipping and unit.shipped) or (exporting and unit.exported):
             _flag(state, out, unit, serial, "OUT_OF_ORDER", index, f"{kind} after {unit.step}")
         if routed and not unit.shipped:
@@ -239,15 +244,19 @@ def _enter_duty(state: State, statement: Statement) -> tuple[str, str]:
     return underpaid, undervalued
 
 
-def apply(state: State, index: int, statement: Statement) -> list[Finding]:
-    """Fold one statement that passed `rules.check` into `state`; return the findings it adds."""
+def apply(state: State, index: int, statement: Statement,
+          records: Sequence[UnitState] | None = None) -> list[Finding]:
+    """Fold one statement that passed `rules.check` into `state`; return the findings it adds.
+
+    `records`: what `rules.check` returned for this statement against this very state (the records of a
+    later step's units), so that each unit is looked up once; without them they are looked up here."""
     out: list[Finding] = []
     serials: tuple[str, ...] = ()
     if statement.units:
         if statement.kind == "fabricated":
             serials = _apply_fabricated(state, index, statement, out)
         else:
-            serials = _apply_step(state, index, statement, out)
+            serials = _apply_step(state, index, statement, out, records)
     else:
         _apply_admin(state, index, statement, out)
     signer = statement.signer

@@ -15,7 +15,7 @@ units that differ. A database whose links are all right but stored in another or
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -83,24 +83,25 @@ class StoredLinks:
         found = ids[serial] = unit_hex(self._origin, serial)
         return found
 
-    def statement(self, index: int, statement: Statement, units: Mapping[str, UnitState]) -> None:
-        """The links of the statement at `index` (folded into `units`): its units, in order, each at its
-        new chain version, which is the unit's chain length."""
+    def statement(self, index: int, statement: Statement, records: Sequence[UnitState]) -> None:
+        """The links of the statement at `index`, folded: `records` are its units' records, in the
+        statement's order, each at its new chain version, which is the unit's chain length."""
         if not self.identical:
             return
         rows, ids, digest = self._rows, self._ids, statement.hash
-        for serial, _ in statement.units:
+        for unit in records:
+            serial = unit.serial
             row = next(rows, None)
             try:
                 if row is None:
                     raise ValueError("no row")
-                unit, stored_version, state = row
+                uid, stored_version, state = row
                 link = _LINK.decode(state)
             except Exception:  # msgspec's errors: a missing or undecodable row differs from the log's
                 self.identical = False
                 return
-            if (stored_version != units[serial].links or link.index != index or link.hash != digest
-                    or link.serial != serial or unit != (ids.get(serial) or self._unit_id(serial))):
+            if (stored_version != unit.links or link.index != index or link.hash != digest
+                    or link.serial != serial or uid != (ids.get(serial) or self._unit_id(serial))):
                 self.identical = False
                 return
 

@@ -79,13 +79,15 @@ def replay(store: Store, *, now_us: int, until: int | None = None, upto: int | N
                 try:
                     if statement is None:
                         raise _undecodable(store, index, failure)
-                    rules.check(checker, statement, index, now_us + _NO_CLOCK_LIMIT, verified=verified)
+                    records = rules.check(checker, statement, index, now_us + _NO_CLOCK_LIMIT,
+                                          verified=verified)
                 except IntegrityError as e:
                     raise e.at_index(index) from None
                 if checker is not state:
-                    fold.apply(checker, index, statement)
+                    fold.apply(checker, index, statement, records)
+                    records = None  # they are the checker's, not the compliance state's
                 if until is None or statement.at <= until:
-                    fold.apply(state, index, statement)
+                    fold.apply(state, index, statement, records)
                     folded += 1
                     last = index
                 if progress is not None:

@@ -160,8 +160,10 @@ class Verifier:
             self.fail(Failure(*failure))
             return
         state = self.state
+        records = None
         try:
-            rules.check(state, statement, index, self.options.now, trusted=self.options.trusted, verified=verified)
+            records = rules.check(state, statement, index, self.options.now, trusted=self.options.trusted,
+                                  verified=verified)
         except IntegrityError as e:
             self.fail(e.at_index(index))
             if e.check != "genesis_trust" or index != 0 or self.options.trusted is None:
@@ -170,9 +172,9 @@ class Verifier:
                 rules.check(state, statement, index, self.options.now)
             except IntegrityError:
                 return
-        fold.apply(state, index, statement)
+        fold.apply(state, index, statement, records)
         if statement.units and self.links is not None:
-            self.links.statement(index, statement, state.units)
+            self.links.statement(index, statement, records or [state.units[s] for s, _ in statement.units])
 
     def statement(self, index: int, wire: bytes) -> None:
         """Check and fold one wire form at `index` in this process (the work of a one-worker chunk)."""

@@ -132,10 +132,10 @@ def fold_tail(store: Store, state: State, now_us: int) -> list[tuple[int, Statem
     for event in store.log(state.size):
         try:
             statement = decode(event.wire)
-            rules.check(state, statement, event.index, now_us + 10**12)
+            records = rules.check(state, statement, event.index, now_us + 10**12)
         except IntegrityError as e:
             raise e.at_index(event.index) from None
-        fold.apply(state, event.index, statement)
+        fold.apply(state, event.index, statement, records)
         done.append((event.index, statement))
     return done
 
@@ -170,10 +170,10 @@ def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = 
             try:
                 if statement is None:
                     raise EncodingInvalid(failure[2] if failure else "cannot decode", index)
-                rules.check(state, statement, index, now_us + 10**12, verified=verified)
+                records = rules.check(state, statement, index, now_us + 10**12, verified=verified)
             except IntegrityError as e:
                 raise e.at_index(index) from None
-            fold.apply(state, index, statement)
+            fold.apply(state, index, statement, records)
             if progress is not None:
                 progress(1)
     with store.transaction() as cursor:
