@@ -169,7 +169,7 @@ class Verifier:
             if e.check != "genesis_trust" or index != 0 or self.options.trusted is None:
                 return
             try:  # an untrusted but well-formed genesis: report it, and go on verifying the rest
-                rules.check(state, statement, index, self.options.now)
+                records = rules.check(state, statement, index, self.options.now)
             except IntegrityError:
                 return
         fold.apply(state, index, statement, records)
