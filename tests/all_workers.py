@@ -1,6 +1,6 @@
 """A pytest plugin: every verification in the session uses worker processes, in tiny chunks.
 
-`.venv/bin/python -m pytest tests/test_tamper.py -p tests.all_workers` runs the tamper suite through the
+`.venv/bin/python -m pytest tests/adversarial/test_tamper.py -p tests.all_workers` runs the tamper suite through the
 parallel paths (`test_parallel.py::test_tamper_suite_with_all_workers` does exactly that).
 """
 

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from commands.main import app
 from ledger import keys
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]  # the project
+SHARED = Path(os.environ.get("CUSTODY_SHARED") or ROOT.parent / "shared")  # design, vectors, EPCIS schema
 PG_ENV = "CUSTODY_TEST_PG"  # e.g. postgresql://postgres@127.0.0.1:5432/test; set by .ci/run
 ORIGIN = "custody.test/h200-cn"
 PARTICIPANTS = {  # name: (id, role, country)
@@ -58,10 +59,21 @@ def fast_cli() -> Iterator[None]:
         typer.testing._get_command = original  # type: ignore[attr-defined]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI the shared vectors must be there: a run that silently skipped them would pass for nothing."""
+    if os.environ.get("CI") == "true" and not SHARED.is_dir():
+        raise pytest.UsageError(f"CI=true but the shared vectors are absent ({SHARED}); set CUSTODY_SHARED")
+
+
+def shared_absent() -> str | None:
+    """Why tests of the shared vectors skip, or None when they are there."""
+    return None if SHARED.is_dir() else f"the shared vectors are absent ({SHARED})"
+
+
 @pytest.fixture
 def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"the shared vectors are absent ({SHARED})")
+    if reason := shared_absent():
+        pytest.skip(reason)
     return SHARED
 
 

@@ -38,10 +38,11 @@ from ledger.keys import (
     write_keypair,
 )
 from ledger.statement import key_id
+from tests.conftest import SHARED
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 needs_ssh_keygen = pytest.mark.skipif(SSH_KEYGEN is None, reason="ssh-keygen is not installed")
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "custody"
+VECTORS = SHARED / "vectors" / "custody"
 SEED = bytes(range(32))
 PASS = b"correct horse"
 FAST = 1  # bcrypt rounds for tests: the format is the same, only the work factor differs

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from ledger import bundle, canonical, statement
 from ledger.bundle import FORMAT, BundleReader, encode_header, open_bundle, write_bundle
 from ledger.errors import EncodingInvalid, NotALedger
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 VECTORS = SHARED / "vectors" / "custody"
 needs_vectors = pytest.mark.skipif(not (VECTORS / "golden.bundle").exists(),
                                    reason=f"shared vectors not found at {VECTORS}")

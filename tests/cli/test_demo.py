@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from commands.main import app
 from ledger import demo
+from tests.conftest import ROOT
 
 NOW = 1_780_000_000_000_000  # 2026-05-28
 
@@ -94,7 +95,7 @@ def test_demo_default_folder_is_fresh(tmp_path: Path) -> None:
     """A real process, default folder: a fresh temporary directory each time."""
     env = {"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     command = [sys.executable, "-c", "from commands.main import run; run()", "demo", "--units", "2"]
-    runs = [subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1],
+    runs = [subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
                            timeout=120) for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stderr

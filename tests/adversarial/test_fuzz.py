@@ -37,7 +37,7 @@ from ledger.errors import (
     PolicyInvalid,
 )
 from ledger.store import Store
-from tests.test_tamper import Built, build_ledger, bundle_of
+from tests.adversarial.test_tamper import Built, build_ledger, bundle_of
 
 FAST = settings(
     max_examples=200,

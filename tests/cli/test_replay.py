@@ -22,10 +22,10 @@ from ledger.policy import DEFAULT_POLICY_TEXT, parse_policy
 from ledger.state import State
 from ledger.store import Store
 from ledger.transcoder import MsgpackTranscoder
-from tests.conftest import ORIGIN, PARTICIPANTS, Ledger
-from tests.test_compliance import (
+from tests.cli.test_compliance import (
     build_ledger,
 )
+from tests.conftest import ORIGIN, PARTICIPANTS, Ledger
 
 BASE_AT = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 MINUTE = 60_000_000

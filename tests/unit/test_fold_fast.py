@@ -9,7 +9,7 @@ from ledger import demo, fold, keys, rules
 from ledger.state import State
 from ledger.statement import ZERO_HASH, decode
 from ledger.store import Store
-from tests.test_rules import KERRY, SECOND, T0, TSMC, Book, book, register, sign
+from tests.unit.test_rules import KERRY, SECOND, T0, TSMC, Book, book, register, sign
 
 NOW = 1_780_000_000_000_000  # 2026-05-28, the demo's clock
 

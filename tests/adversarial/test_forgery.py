@@ -27,8 +27,7 @@ from ledger.errors import IntegrityError
 from ledger.keys import PrivateKey
 from ledger.statement import signed_message
 from ledger.store import Store
-from tests.conftest import PG_ENV, Ledger
-from tests.test_tamper import (
+from tests.adversarial.test_tamper import (
     MEDIUM,
     ORIGIN,
     STEP_SECONDS,
@@ -44,6 +43,7 @@ from tests.test_tamper import (
     verify_bytes,
     verify_url,
 )
+from tests.conftest import PG_ENV, Ledger
 
 ED25519_L = 2**252 + 27742317777372353535851937790883648493  # RFC 8032 §5.1: the group order
 

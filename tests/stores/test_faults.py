@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from ledger import views
 from ledger.errors import StoreError
+from tests.cli.test_bad_input import NOBODY, fingerprint, one_line, run_as
 from tests.conftest import PARTICIPANTS, Ledger, make_keys
-from tests.test_bad_input import NOBODY, fingerprint, one_line, run_as
 
 FAB = ["--model", "H200-SXM5-141GB", "--site", "Fab 18", "--lot", "L1"]
 IS_ROOT = os.geteuid() == 0

@@ -35,8 +35,8 @@ from ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 MERKLE_VECTORS = SHARED / "vectors" / "merkle"
 STATEMENTS = SHARED / "vectors" / "custody" / "statements.json"
 

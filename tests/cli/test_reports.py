@@ -17,10 +17,10 @@ import pytest
 from ledger import reports, values
 from ledger.errors import BadInput
 from ledger.state import Customer, DutyEntry, Finding, State, UnitState
-from tests.conftest import Ledger
-from tests.test_compliance import (
+from tests.cli.test_compliance import (
     build_ledger,
 )
+from tests.conftest import Ledger
 
 DAY = values.MICROS_PER_DAY
 VIEW_TABLES = ("custody_position", "custody_authority", "custody_units", "custody_customers", "custody_duty",

@@ -13,7 +13,7 @@ from ledger import views
 from ledger.statement import decode
 from ledger.store import Store
 from tests.conftest import Ledger
-from tests.test_concurrency import CUSTODY, check_ledger, verify_json
+from tests.stores.test_concurrency import CUSTODY, check_ledger, verify_json
 
 UNITS = 5000
 KILL_AT = (0.5, 0.85)  # fractions of an uninterrupted run's wall time

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from ledger import append, keys, views
 from ledger.statement import Statement
 from ledger.store import Store, blob, unblob
+from tests.cli.test_replay import view_rows
 from tests.conftest import _postgres_url, drop_postgres_schema, new_postgres_schema
-from tests.test_concurrency import check_ledger
-from tests.test_replay import view_rows
+from tests.stores.test_concurrency import check_ledger
 
 ORIGIN = "custody.test/bulk"
 AT = 1_700_000_000_000_000

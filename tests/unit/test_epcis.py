@@ -7,7 +7,6 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +15,8 @@ from nacl.signing import SigningKey, VerifyKey
 from ledger import canonical, epcis, statement
 from ledger.errors import BadInput, TimeInvalid
 from ledger.statement import Statement
-from tests.conftest import schema_errors
+from tests.conftest import SHARED, schema_errors
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 SCHEMA_PATH = SHARED / "epcis" / "EPCIS-JSON-Schema.json"
 VECTORS = SHARED / "vectors" / "custody" / "statements.json"
 

@@ -12,7 +12,6 @@ import hashlib
 import struct
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,8 +41,8 @@ from ledger.errors import (
     LedgerError,
     NotALedger,
 )
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 CUSTODY_VECTORS = SHARED / "vectors" / "custody"
 
 ORIGIN = "vectors.custody.example/h200-cn"

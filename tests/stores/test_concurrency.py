@@ -24,7 +24,7 @@ from ledger.errors import Conflict, ViolationsFound
 from ledger.state import State
 from ledger.statement import decode
 from ledger.store import Store
-from tests.conftest import Ledger
+from tests.conftest import ROOT, Ledger
 
 CUSTODY = str(Path(sys.executable).with_name("custody"))
 SHARED = [f"S{i}" for i in range(6)]  # units every writer inspects, again and again
@@ -129,7 +129,7 @@ def run_writers(ledger: Ledger, count: int = WRITERS, rounds: int = ROUNDS) -> l
     start_at = time.time() + 1.5  # once every process has imported and opened its store
     procs = [subprocess.Popen([sys.executable, __file__, ledger.db, str(ledger.dir / "keys"), str(me),
                                str(rounds), repr(start_at)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
              for me in range(count)]
     results = []
     for proc in procs:

@@ -28,7 +28,7 @@ from commands.main import app
 from ledger.errors import StoreError
 from ledger.store import PostgresTarget, Store, _advisory_key, parse_postgres_url, redact
 from tests.conftest import PG_ENV, Ledger, make_keys
-from tests.test_concurrency import CUSTODY, check_ledger
+from tests.stores.test_concurrency import CUSTODY, check_ledger
 
 SECRET = "s3cr3t-pw"
 

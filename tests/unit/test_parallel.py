@@ -32,7 +32,7 @@ from ledger.keys import PrivateKey
 from ledger.policy import DEFAULT_POLICY_TEXT
 from ledger.store import Store
 from ledger.transcoder import MsgpackTranscoder
-from tests.conftest import Ledger
+from tests.conftest import ROOT, Ledger
 
 ORIGIN = "custody.test/parallel"
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
@@ -500,7 +500,7 @@ def test_tamper_suite_with_all_workers() -> None:
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     env = {k: v for k, v in os.environ.items() if k != "CUSTODY_TEST_PG"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                            "-p", "tests.all_workers", str(root / "tests" / "test_tamper.py")],

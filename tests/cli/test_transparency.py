@@ -31,7 +31,7 @@ from ledger.append import Batch, sign_statement
 from ledger.errors import BadInput, IntegrityError, LedgerError, NotALedger
 from ledger.statement import decode, key_id
 from ledger.store import Store
-from tests.conftest import PG_ENV, Ledger, new_postgres_schema
+from tests.conftest import PG_ENV, ROOT, Ledger, new_postgres_schema
 
 MODEL = ("--model", "H200-SXM5-141GB", "--site", "Fab 18", "--lot", "L1")
 
@@ -687,7 +687,7 @@ def test_verify_proof_as_a_program(sqlite_ledger: Ledger, tmp_path: Path) -> Non
     for content, expected in [(data, 0), (data[:-1], 1), (b"{}", 2)]:
         path.write_bytes(content)
         run = subprocess.run([*program, "verify-proof", str(path), "--trust", authority], capture_output=True,
-                             text=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
+                             text=True, cwd=ROOT, timeout=60)
         assert run.returncode == expected, run.stderr
         if run.returncode:
             assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr

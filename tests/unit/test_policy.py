@@ -22,8 +22,7 @@ from ledger.policy import (
     load_policy_file,
     parse_policy,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.conftest import ROOT, SHARED
 
 DEFAULT_TEXT = (
     'name = "h200-china-2026-01"\n'
@@ -75,7 +74,7 @@ def test_default_text_is_pinned() -> None:
 
 
 def test_default_file_bytes() -> None:
-    path = Path(__file__).resolve().parents[1] / "ledger" / "default_policy.toml"
+    path = ROOT / "ledger" / "default_policy.toml"
     assert path.read_bytes() == DEFAULT_TEXT.encode("utf-8")
 
 

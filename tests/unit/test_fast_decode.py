@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_statement import GOOD_DATA, WIDTH_CHOICES, _body, _fits, _good, encode
+from tests.unit.test_statement import GOOD_DATA, WIDTH_CHOICES, _body, _fits, _good, encode
 
 from ledger import canonical, statement
 from ledger.errors import EncodingInvalid
