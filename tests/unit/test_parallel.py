@@ -503,7 +503,7 @@ def test_tamper_suite_with_all_workers() -> None:
     root = ROOT
     env = {k: v for k, v in os.environ.items() if k != "CUSTODY_TEST_PG"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           "-p", "tests.all_workers", str(root / "tests" / "test_tamper.py")],
+                           "-p", "tests.all_workers", str(root / "tests" / "adversarial" / "test_tamper.py")],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
