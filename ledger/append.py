@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import fold, merkle, rules, views
+from ledger import fold, limits, merkle, rules, views
 from ledger.aggregates import stored_log_event, stored_unit_link
 from ledger.errors import BadInput, Conflict, IntegrityError, Refused, StoreError, ViolationsFound
 from ledger.keys import PrivateKey
+from ledger.policy import duty_due
 from ledger.state import DutyEntry, Finding, State, UnitState
 from ledger.statement import ZERO_HASH, Statement, assemble, encode_body, signed_message
 from ledger.store import Store
@@ -117,6 +118,20 @@ class Batch:
         self._ensure(statement)
         return rules.check(self.state, statement, self.size, self.clock())
 
+    def check_limits(self, statement: Statement) -> None:
+        """Refuse (`BadInput`) what an honest writer never logs though the hard rules allow it: amounts
+        beyond `limits.MAX_STATEMENT_CENTS`, or an entry's totals beyond `limits.MAX_TOTAL_CENTS`."""
+        limits.check_amounts(statement.kind, statement.data)
+        if statement.kind != "duty_paid":
+            return
+        self._ensure(statement)
+        data = statement.data
+        entry = self.state.duty.get(data["entry"]) or DutyEntry(data["entry"])
+        limits.check_totals(entry.entry, {
+            "entered value": entry.entered_value + data["entered_value"],
+            "duty due": entry.duty_due + duty_due(self.state.policy, data["entered_value"]),
+            "duty paid": entry.paid + data["duty"]})
+
     def preview(self, statement: Statement) -> list[Finding]:
         """The findings `statement` would add, computed on copies: the pre-check."""
         self._ensure(statement)
@@ -189,6 +204,7 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
     """
     if not store.opened or store.origin is None:
         raise StoreError("the ledger is not initialised (run `custody init`)")
+    limits.check_amounts(kind, data)
     started = time.monotonic()
     delay = BACKOFF_FIRST_S
     raced = False  # an earlier attempt passed every check and lost the race
@@ -203,6 +219,7 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
                                            at=at if at is not None else clock(),
                                            units=batch.heads(chosen), data=data)
                 batch.check(statement)
+                batch.check_limits(statement)
                 findings = batch.preview(statement) if statement.units else []
                 if not findings or mode == "allow":
                     break

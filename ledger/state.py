@@ -115,11 +115,22 @@ class DutyEntry:
     statements: int = 0
 
     def to_row(self) -> list[Any]:
-        return [self.entry, self.entered_value, self.duty_due, self.paid, self.units, self.statements]
+        return [self.entry, _int_cell(self.entered_value), _int_cell(self.duty_due), _int_cell(self.paid),
+                self.units, self.statements]
 
     @classmethod
     def from_row(cls, row: list[Any]) -> DutyEntry:
-        return cls(*row)
+        return cls(row[0], int(row[1]), int(row[2]), int(row[3]), row[4], row[5])
+
+
+# msgpack holds integers in [-2^63, 2^64 - 1]; a sum of amounts a hostile participant logged may not fit
+# (writers refuse such totals, `limits.MAX_TOTAL_CENTS`, but the log may come from elsewhere): kept as
+# decimal text then, so the views store and reload any sum exactly.
+_INT_CELL_MIN, _INT_CELL_MAX = -(2**63), 2**64 - 1
+
+
+def _int_cell(value: int) -> int | str:
+    return value if _INT_CELL_MIN <= value <= _INT_CELL_MAX else str(value)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ledger.errors import BadInput, NotFound
+from ledger.errors import BadInput
+from ledger.limits import MAX_SERIALS_FILE_BYTES, MAX_STATEMENT_CENTS, read_file
 from ledger.statement import COUNTRY_PATTERN, valid_id
 
 MICROS_PER_SECOND = 1_000_000
@@ -20,8 +21,8 @@ SECONDS_PER_DAY = 86_400
 MICROS_PER_DAY = SECONDS_PER_DAY * MICROS_PER_SECOND
 # Times are stored as integers in SQLite and PostgreSQL (signed 64-bit) and msgpack; the epoch is the floor.
 TIME_LIMIT = 2**63
-# Cents likewise fit a signed 64-bit integer.
-CENTS_LIMIT = 2**63
+# Amounts typed: at most what one statement may carry (`limits.MAX_STATEMENT_CENTS`); this is one past it.
+CENTS_LIMIT = MAX_STATEMENT_CENTS + 1
 FRACTION_DIGITS = 6  # microseconds
 
 _TIME_HINT = "use ISO 8601, e.g. 2026-01-15 or 2026-01-15T10:30:00Z"
@@ -164,7 +165,7 @@ def parse_money(text: str) -> int:
         raise _bad_amount(text, "too large")
     cents = int(whole) * 100 + int(cents_text.ljust(2, "0"))
     if cents >= CENTS_LIMIT:
-        raise _bad_amount(text, "too large")
+        raise _bad_amount(text, f"too large (one statement carries at most {format_cents(MAX_STATEMENT_CENTS)})")
     return cents
 
 
@@ -227,12 +228,7 @@ def parse_serials(text: str, source: str) -> list[str]:
 
 def read_serials_file(path: Path) -> list[str]:
     """The serials of a UTF-8 serials file (`--serials-file`); see `parse_serials`."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as e:
-        raise NotFound(f"serials file {path}: no such file") from e
-    except OSError as e:
-        raise BadInput(f"serials file {path}: cannot read: {e.strerror or e}") from e
+    raw = read_file(path, MAX_SERIALS_FILE_BYTES, "serials file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

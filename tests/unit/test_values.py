@@ -213,7 +213,7 @@ def test_next_midnight_is_the_end_of_the_day(micros: int) -> None:
 
 @pytest.mark.parametrize(("text", "cents"), [
     ("216000.00", 21_600_000), ("216000", 21_600_000), ("0.5", 50), ("0.05", 5), ("0", 0), ("0.00", 0),
-    ("1.1", 110), ("007.10", 710), ("92233720368547758.07", CENTS_LIMIT - 1),
+    ("1.1", 110), ("007.10", 710), ("10000000000000.00", CENTS_LIMIT - 1),
     ("0" * 5000 + "1", 100),
 ])
 def test_parse_money(text: str, cents: int) -> None:
@@ -235,6 +235,7 @@ def test_parse_money_refuses(text: str) -> None:
 @pytest.mark.parametrize(("text", "reason"), [
     ("-5", "must not be negative"), ("-5.25", "must not be negative"), ("1.234", "at most 2 decimal places"),
     ("92233720368547758.08", "too large"), ("9" * 30, "too large"),
+    ("10000000000000.01", "one statement carries at most 10000000000000.00"),
 ])
 def test_parse_money_reasons(text: str, reason: str) -> None:
     assert reason in refused(parse_money, text)
@@ -253,7 +254,7 @@ def test_money_round_trip(cents: int) -> None:
     assert parse_money(format_cents(cents)) == cents
 
 
-@given(st.integers(0, 10**15), st.sampled_from(["", "0", "00"]))
+@given(st.integers(0, 10**13), st.sampled_from(["", "0", "00"]))
 def test_whole_dollars(dollars: int, zeros: str) -> None:
     text = str(dollars) + ("." + zeros if zeros else "")
     assert parse_money(text) == dollars * 100

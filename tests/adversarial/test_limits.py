@@ -1,0 +1,91 @@
+"""Hostile values: amounts no money reaches, on both stores.
+
+A customs participant may sign any amount a statement can carry (msgpack's integers stop at 2^64 - 1). The
+writers refuse amounts beyond `limits.MAX_STATEMENT_CENTS` and entry totals beyond `limits.MAX_TOTAL_CENTS`
+(exit 2, nothing logged); a log that holds larger ones anyway (signed by another client, imported, written
+out of band) must never stop a writer's catch-up, `replay --rebuild`, a report or `verify`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ledger import append, keys, limits
+from ledger.store import Store
+from tests.cli.test_bad_input import fingerprint, one_line
+from tests.conftest import Ledger
+
+FAB = ["--model", "H200-SXM5-141GB", "--site", "Fab 18", "--lot", "L1"]
+MAX_DOLLARS = f"{limits.MAX_STATEMENT_CENTS // 100}.00"
+
+
+def _shipped(ledger: Ledger, serials: list[str]) -> None:
+    ledger.record("fabricated", "tsmc", serials, *FAB, ok=True)
+    ledger.record("shipped-to-us", "kerry", serials, "--port-of-entry", "DFW", "--waybill", "W1", ok=True)
+
+
+def _duty(ledger: Ledger, serial: str, value: str, duty: str, entry: str = "E1"):  # type: ignore[no-untyped-def]
+    return ledger.record("duty-paid", "cbp", [serial], "--entry", entry, "--entered-value", value,
+                         "--duty", duty)
+
+
+def test_an_amount_beyond_one_statement_is_refused(ledger: Ledger) -> None:
+    _shipped(ledger, ["U1"])
+    before = fingerprint(ledger.db)
+    over = f"{limits.MAX_STATEMENT_CENTS // 100}.01"
+    one_line(_duty(ledger, "U1", over, "1.00"), 2, "too large")
+    one_line(_duty(ledger, "U1", "100.00", over), 2, "too large")
+    one_line(_duty(ledger, "U1", str(2**63), "1.00"), 2, "too large")
+    assert fingerprint(ledger.db) == before
+    result = _duty(ledger, "U1", MAX_DOLLARS, f"{limits.MAX_STATEMENT_CENTS // 400}.00")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_an_entry_total_beyond_the_bound_is_refused(ledger: Ledger) -> None:
+    """Nine statements of the largest amount fit an entry's total; the tenth would pass it: exit 2."""
+    _shipped(ledger, ["U1"])
+    quarter = f"{limits.MAX_STATEMENT_CENTS // 400}.00"
+    for _ in range(limits.MAX_TOTAL_CENTS // limits.MAX_STATEMENT_CENTS):
+        result = _duty(ledger, "U1", MAX_DOLLARS, quarter)
+        assert result.exit_code == 0, result.stderr
+    before = fingerprint(ledger.db)
+    one_line(_duty(ledger, "U1", MAX_DOLLARS, quarter), 2, "entry E1", "entered value", "more than")
+    assert fingerprint(ledger.db) == before
+    assert _duty(ledger, "U1", MAX_DOLLARS, quarter, entry="E2").exit_code == 0  # another entry starts at 0
+
+
+def _sign_outside_the_cli(ledger: Ledger, serial: str, amounts: list[int]) -> None:
+    """What a customs participant's own client can log: any amount the hard rules allow, past the CLI."""
+    signer = keys.load_private(Path(ledger.key("cbp")), lambda: None)
+    with Store(ledger.db) as store:
+        for amount in amounts:
+            batch = append.Batch(store)
+            assert store.origin is not None
+            statement = append.sign_statement(signer, origin=store.origin, kind="duty_paid", at=append.now_us(),
+                                              units=batch.heads([serial]),
+                                              data={"entry": "HUGE", "entered_value": amount, "duty": amount})
+            batch.add(statement)
+            batch.commit()
+
+
+def test_hostile_sums_never_stop_a_writer_or_a_rebuild(ledger: Ledger) -> None:
+    """Three statements of 2^64 - 1 cents: their sums pass every 64-bit encoder, yet the ledger stays
+    writable, rebuildable and reportable, and the sums stay exact."""
+    _shipped(ledger, ["U1", "U2"])
+    biggest = 2**64 - 1
+    _sign_outside_the_cli(ledger, "U1", [biggest] * 3)
+    # the next honest writer catches the views up over them
+    ledger.record("inspected", "uslab", ["U2"], "--result", "pass", "--site", "Lab", "--country", "US",
+                  "--report", "R1", ok=True)
+    expected = {"entry": "HUGE", "statements": 3, "units": 3, "entered_value_cents": 3 * biggest,
+                "paid_cents": 3 * biggest, "duty_due_cents": 3 * -(-biggest * 2500 // 10_000)}
+    for _ in range(2):  # from the views the writers kept, then from views rebuilt from the log
+        duty = ledger.cli("report", "duty", "--json", ok=True)
+        (entry,) = [e for e in json.loads(duty.stdout)["entries"] if e["entry"] == "HUGE"]
+        assert {k: entry[k] for k in expected} == expected
+        csv = ledger.cli("report", "duty", "--csv", ok=True).stdout
+        assert csv.count(str(3 * biggest)) == 4  # entered value and paid, in the entry's row and the total
+        ledger.cli("replay", "--rebuild", ok=True)
+    assert ledger.cli("replay", "--json", ok=True).exit_code == 0
+    assert ledger.cli("verify", "--json").exit_code in (0, 3)
