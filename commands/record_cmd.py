@@ -19,7 +19,7 @@ from commands._common import (
 )
 from ledger import append, values
 from ledger.errors import ViolationsFound
-from ledger.statement import STEP_ROLE, data_fields
+from ledger.statement import MAX_WIRE_BYTES, STEP_ROLE, data_fields
 
 STEPS = {"fabricated": "fabricated", "shipped-to-us": "shipped_to_us", "inspected": "inspected",
          "duty-paid": "duty_paid", "re-exported": "re_exported", "received": "received"}
@@ -110,9 +110,16 @@ def record(
         except ViolationsFound as e:
             raise fail(f"refused: {e.detail} (use --allow-violation to record anyway, or --skip-violating)",
                        EXIT_INTEGRITY) from None
-    units = len(done.statement.units)
-    typer.echo(f"recorded {step} for {units} unit{'s' if units != 1 else ''} at index {done.index} "
-               f"({done.statement.hash.hex()})")
+    units = sum(len(s.units) for s in done.statements)
+    if len(done.statements) == 1:
+        typer.echo(f"recorded {step} for {units} unit{'s' if units != 1 else ''} at index {done.index} "
+                   f"({done.statement.hash.hex()})")
+    else:
+        typer.echo(f"recorded {step} for {units} units as {len(done.statements)} statements, at indexes "
+                   f"{done.index}…{done.index + len(done.statements) - 1}, in one transaction (a statement "
+                   f"holds at most {MAX_WIRE_BYTES:,} bytes):")
+        for offset, statement in enumerate(done.statements):
+            typer.echo(f"  index {done.index + offset}: {len(statement.units)} units ({statement.hash.hex()})")
     if done.skipped:
         typer.echo(f"skipped {len(done.skipped)} violating unit(s): {', '.join(done.skipped)}")
     if done.findings:

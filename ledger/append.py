@@ -23,7 +23,16 @@ from ledger.errors import BadInput, Conflict, IntegrityError, Refused, StoreErro
 from ledger.keys import PrivateKey
 from ledger.policy import duty_due
 from ledger.state import DutyEntry, Finding, State, UnitState
-from ledger.statement import ZERO_HASH, Statement, assemble, encode_body, signed_message
+from ledger.statement import (
+    MAX_WIRE_BYTES,
+    ZERO_HASH,
+    Statement,
+    assemble,
+    encode_body,
+    signed_message,
+    split_units,
+    wire_size,
+)
 from ledger.store import Store
 
 MAX_ATTEMPTS = 25  # tries of `record` when other writers keep winning the race
@@ -38,6 +47,9 @@ def now_us() -> int:
 def sign_statement(key: PrivateKey, *, origin: str, kind: str, at: int,
                    units: Sequence[tuple[str, bytes]], data: Mapping[str, Any]) -> Statement:
     body = encode_body(origin=origin, kind=kind, at=at, signer=key.key_id, units=units, data=data)
+    if wire_size(len(body)) > MAX_WIRE_BYTES:
+        raise BadInput(f"the {kind} statement would be {wire_size(len(body)):,} bytes, more than the "
+                       f"{MAX_WIRE_BYTES:,} a statement may hold: shorten its text")
     return assemble(body, key.sign(signed_message(body)))
 
 
@@ -185,11 +197,37 @@ class Batch:
 
 @dataclass(frozen=True)
 class Recorded:
+    """What `record` logged: `statement` at `index`, or, when the units did not fit in one statement,
+    `statements` (the first is `statement`) at `index`, `index` + 1, …, in one transaction."""
+
     index: int
     statement: Statement
     findings: tuple[Finding, ...]
     skipped: tuple[str, ...]
     attempts: int
+    statements: tuple[Statement, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.statements:
+            object.__setattr__(self, "statements", (self.statement,))
+
+
+def _runs(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any],
+          serials: Sequence[str]) -> list[list[str]]:
+    """`serials` in runs that each fit one statement (DESIGN.md "Statements", Size); `duty_paid`, whose
+    money cannot be split, and data too large for even one unit are `BadInput`."""
+    if not serials:
+        return [[]]
+    assert store.origin is not None
+    runs = split_units(origin=store.origin, kind=kind, signer=key.key_id, data=data, serials=serials)
+    if not runs:
+        raise BadInput(f"a {kind} statement with this data does not fit {MAX_WIRE_BYTES:,} bytes "
+                       "even with one unit: shorten the text fields")
+    if len(runs) > 1 and kind == "duty_paid":
+        raise BadInput(f"{len(serials):,} units do not fit in one duty_paid statement of at most "
+                       f"{MAX_WIRE_BYTES:,} bytes: {len(runs[0]):,} fit; an entry's money cannot be split "
+                       "across statements, so record them as several entries")
+    return runs
 
 
 def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], serials: Sequence[str] = (),
@@ -197,14 +235,17 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
            attempts: int = MAX_ATTEMPTS) -> Recorded:
     """Append one statement by `key`; `mode` is "refuse", "allow" or "skip" for the pre-check.
 
-    A writer that loses the race (`Conflict`) starts again from the heads as they now are: it re-runs the
-    pre-check, restamps `at` (unless given) and re-signs, after a jittered exponential backoff, and gives
-    up after `attempts` tries or `RETRY_BUDGET_S` seconds. A refusal after a lost race says so: the unit
-    moved on (someone else recorded the step first).
+    Units that do not fit in one statement go in several, each with the same data, in one transaction
+    (all or nothing); `duty_paid` is refused instead (`_runs`). A writer that loses the race (`Conflict`)
+    starts again from the heads as they now are: it re-runs the pre-check, restamps `at` (unless given)
+    and re-signs, after a jittered exponential backoff, and gives up after `attempts` tries or
+    `RETRY_BUDGET_S` seconds. A refusal after a lost race says so: the unit moved on (someone else
+    recorded the step first).
     """
     if not store.opened or store.origin is None:
         raise StoreError("the ledger is not initialised (run `custody init`)")
     limits.check_amounts(kind, data)
+    runs = _runs(store, key, kind, data, serials)
     started = time.monotonic()
     delay = BACKOFF_FIRST_S
     raced = False  # an earlier attempt passed every check and lost the race
@@ -212,27 +253,41 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
         checked = False
         try:
             batch = Batch(store, clock)
-            chosen = list(serials)
+            first = batch.size
+            statements: list[Statement] = []
+            found: list[Finding] = []
             skipped: list[str] = []
-            while True:
-                statement = sign_statement(key, origin=store.origin, kind=kind,
-                                           at=at if at is not None else clock(),
-                                           units=batch.heads(chosen), data=data)
-                batch.check(statement)
-                batch.check_limits(statement)
-                findings = batch.preview(statement) if statement.units else []
-                if not findings or mode == "allow":
-                    break
-                bad = {f.serial for f in findings}
-                if mode == "refuse" or not (set(chosen) - bad):
-                    raise ViolationsFound(_describe(findings), tuple(findings))
-                skipped += [s for s in chosen if s in bad]
-                chosen = [s for s in chosen if s not in bad]
+            refused: list[Finding] = []
+            for run in runs:
+                chosen = list(run)
+                statement: Statement | None = None
+                while True:
+                    statement = sign_statement(key, origin=store.origin, kind=kind,
+                                               at=at if at is not None else clock(),
+                                               units=batch.heads(chosen), data=data)
+                    batch.check(statement)
+                    batch.check_limits(statement)
+                    findings = batch.preview(statement) if statement.units else []
+                    if not findings or mode == "allow":
+                        break
+                    bad = {f.serial for f in findings}
+                    if mode == "refuse":
+                        raise ViolationsFound(_describe(findings), tuple(findings))
+                    skipped += [s for s in chosen if s in bad]
+                    chosen = [s for s in chosen if s not in bad]
+                    if not chosen:  # every unit of this run violates: no statement for it
+                        refused += findings
+                        statement = None
+                        break
+                if statement is not None:
+                    found += batch.add(statement)
+                    statements.append(statement)
+            if not statements:
+                raise ViolationsFound(_describe(refused), tuple(refused))
             checked = True
-            found = batch.add(statement)
-            _commit(store, batch, statement)
-            return Recorded(statement=statement, index=batch.size - 1, findings=tuple(found),
-                            skipped=tuple(skipped), attempts=attempt)
+            _commit(store, batch, statements[-1])
+            return Recorded(statement=statements[0], index=first, findings=tuple(found),
+                            skipped=tuple(skipped), attempts=attempt, statements=tuple(statements))
         except Conflict as e:
             raced = raced or checked
             elapsed = time.monotonic() - started

@@ -23,6 +23,8 @@ VERSION = 1
 SIGNATURE_PREFIX = b"custody-ledger/v1\n"  # DESIGN.md "Statements": domain separation for signatures
 ZERO_HASH = bytes(32)  # the `prev` of a `fabricated` unit
 BODY_KEYS = frozenset({"v", "origin", "kind", "at", "signer", "units", "data"})
+# DESIGN.md "Statements", Size: a wire form fits a C2SP tlog-tiles entry bundle (a uint16 length prefix)
+MAX_WIRE_BYTES = 65_535
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
@@ -365,7 +367,10 @@ _sha256 = hashlib.sha256
 
 
 def decode(wire: bytes) -> Statement:
-    """Decode a statement from its wire form, refusing anything that is not exactly canonical."""
+    """Decode a statement from its wire form, refusing anything that is not exactly canonical or is larger
+    than `MAX_WIRE_BYTES`."""
+    if len(wire) > MAX_WIRE_BYTES:
+        raise EncodingInvalid(f"wire form of {len(wire)} bytes is larger than {MAX_WIRE_BYTES}")
     body, signature = _outer(wire)
     origin, kind, at, signer, units, data = decode_body(body)
     return Statement(wire, body, signature, _sha256(body).digest(), origin, kind, at, signer, units, data)
@@ -378,6 +383,49 @@ def encode_body(*, origin: str, kind: str, at: int, signer: str,
                            "units": [[serial, prev] for serial, prev in units], "data": dict(data)})
     decode_body(body)
     return body
+
+
+def wire_size(body_size: int) -> int:
+    """The size of the wire form of a body of `body_size` bytes: `0x92`, the body's smallest `bin` header
+    and the body, `c4 40` and the 64-byte signature."""
+    header = 2 if body_size <= 0xFF else 3 if body_size <= 0xFFFF else 5
+    return 1 + header + body_size + 2 + 64
+
+
+def _unit_size(serial: str) -> int:
+    """Bytes one `[serial, prev]` pair adds to a body: fixarray, str header and serial, `c4 20` and prev."""
+    size = len(serial.encode("utf-8"))
+    return 1 + (1 if size <= 31 else 2 if size <= 0xFF else 3) + size + 2 + 32
+
+
+def _array_header(count: int) -> int:
+    return 1 if count <= 15 else 3 if count <= 0xFFFF else 5
+
+
+def split_units(*, origin: str, kind: str, signer: str, data: Mapping[str, Any],
+                serials: Sequence[str]) -> list[list[str]]:
+    """`serials` cut, in order, into the fewest runs whose statements (this origin, kind, signer and data)
+    each fit `MAX_WIRE_BYTES`, whatever their `at` (counted at its widest). Empty if one unit alone does
+    not fit."""
+    empty = len(canonical.pack({"v": VERSION, "origin": origin, "kind": kind, "at": 2**64 - 1,
+                                "signer": signer, "units": [], "data": dict(data)}))
+    runs: list[list[str]] = []
+    run: list[str] = []
+    units_size = 0
+    for serial in serials:
+        size = _unit_size(serial)
+        body = empty - 1 + _array_header(len(run) + 1) + units_size + size
+        if run and wire_size(body) > MAX_WIRE_BYTES:
+            runs.append(run)
+            run, units_size = [], 0
+            body = empty - 1 + _array_header(1) + size
+        if wire_size(body) > MAX_WIRE_BYTES:
+            return []
+        run.append(serial)
+        units_size += size
+    if run:
+        runs.append(run)
+    return runs
 
 
 def assemble(body: bytes, signature: bytes) -> Statement:
