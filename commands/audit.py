@@ -18,7 +18,7 @@ from commands._common import (
     print_json,
     progress,
 )
-from ledger import append, keys, values
+from ledger import append, keys, limits, values
 from ledger import verify as verification
 from ledger.errors import BadInput
 from ledger.history import unit_history
@@ -38,11 +38,9 @@ def _witness(text: str) -> verification.Witness:
 
 def _read_note(path: Path) -> tuple[str, str]:
     try:
-        return str(path), path.read_bytes().decode("utf-8")
+        return str(path), limits.read_file(path, limits.MAX_NOTE_FILE_BYTES, "checkpoint").decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadInput(f"checkpoint {path} is not UTF-8 text") from e
-    except OSError as e:
-        raise BadInput(f"cannot read checkpoint {path}: {e.strerror}") from e
 
 
 @handle_errors

@@ -22,21 +22,17 @@ from commands._common import (
     open_store,
     print_json,
 )
-from ledger import append, keys, transparency, values
-from ledger.errors import BadInput, IntegrityError, NotALedger
+from ledger import append, keys, limits, transparency, values
+from ledger.errors import BadInput, IntegrityError, NotALedger, NotFound
 from ledger.state import Finding
 from ledger.statement import key_id
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(path: Path, what: str, limit: int) -> bytes:
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
+        return limits.read_file(path, limit, what)
+    except NotFound:
         raise BadInput(f"no {what} at {path}") from None
-    except IsADirectoryError:
-        raise BadInput(f"{what} {path} is a directory") from None
-    except OSError as e:
-        raise BadInput(f"cannot read {what} {path}: {e.strerror}") from e
 
 
 def _finding(f: Finding) -> dict[str, Any]:
@@ -91,7 +87,7 @@ def cosign(
     `custody verify --checkpoint CHECKPOINT --witness NAME=WITNESS.pub`.
     """
     transparency.check_witness_name(name)
-    data = _read(checkpoint_file, "checkpoint")
+    data = _read(checkpoint_file, "checkpoint", limits.MAX_NOTE_FILE_BYTES)
     witness = load_key(key, passphrase_file)
     state_path = state or transparency.default_state_path(checkpoint_file, name)
     with open_store(db, readonly=True) as store:
@@ -153,7 +149,7 @@ def verify_proof(
     try:
         trusted = [keys.load_public(p) for p in trust]
         operator_key = keys.load_public(operator) if operator else None
-        data = _read(file, "proof")
+        data = _read(file, "proof", limits.MAX_PROOF_FILE_BYTES)
         result = transparency.verify_proof_file(data, trusted=trusted, operator=operator_key,
                                                 now_us=append.now_us())
     except NotALedger as e:

@@ -16,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import PolicyInvalid
+from ledger.errors import BadInput, PolicyInvalid
+from ledger.limits import MAX_POLICY_FILE_BYTES, read_file
 from ledger.statement import COUNTRY_PATTERN, STEPS, valid_id
 from ledger.values import quoted
 
@@ -151,9 +152,9 @@ def load_policy_file(path: Path) -> Policy:
     """Read a policy file (UTF-8 TOML); any problem, the file's own included, is `PolicyInvalid`."""
     where = f"policy file {path}"
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise PolicyInvalid(f"{where}: cannot read: {e.strerror or e}") from e
+        raw = read_file(path, MAX_POLICY_FILE_BYTES, "policy file")
+    except BadInput as e:
+        raise PolicyInvalid(e.detail) from e
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -37,7 +37,7 @@ from typing import Any
 import msgpack
 
 from ledger import checkpoint as notes
-from ledger import fold, merkle, rules
+from ledger import fold, limits, merkle, rules
 from ledger.aggregates import stored_checkpoint
 from ledger.checkpoint import Checkpoint, ParsedNote
 from ledger.errors import (
@@ -68,7 +68,7 @@ PROOF_FORMAT = "custody-proof/1"  # README "Per-unit proofs": the `format` of a 
 PROOF_PREFIX = b'{"format":"' + PROOF_FORMAT.encode() + b'",'  # how every canonical proof file begins
 PROOF_KEYS = frozenset({"format", "origin", "serial", "signed_checkpoint", "statements"})
 ENTRY_KEYS = frozenset({"index", "wire", "inclusion"})
-MAX_PROOF_BYTES = 256 * 1024 * 1024  # refuse to read anything larger as a proof
+MAX_PROOF_BYTES = limits.MAX_PROOF_FILE_BYTES  # refuse to read anything larger as a proof
 MAX_INCLUSION_HASHES = 64  # RFC 9162 trees of at most 2^64 leaves have paths of at most 64 hashes
 SIGN_ATTEMPTS = 5  # `sign_tree_head` retries when another signer stored a checkpoint first
 
@@ -250,11 +250,9 @@ def read_witness_state(path: Path, origin: str, name: str, public_key: bytes) ->
     cosignature, so a damaged or foreign file is refused (`BadInput`) rather than taken as a fresh start.
     """
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        data = limits.read_file(path, limits.MAX_NOTE_FILE_BYTES, "witness state")
+    except NotFound:
         return None
-    except OSError as e:
-        raise BadInput(f"cannot read witness state {path}: {e.strerror}") from e
     try:
         note = notes.parse_note(data)
         notes.verify_cosignature(note, name, public_key)

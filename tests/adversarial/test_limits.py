@@ -9,12 +9,18 @@ out of band) must never stop a writer's catch-up, `replay --rebuild`, a report o
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from ledger import append, keys, limits
 from ledger.store import Store
 from tests.cli.test_bad_input import fingerprint, one_line
-from tests.conftest import Ledger
+from tests.conftest import Ledger, open_ledger
 
 FAB = ["--model", "H200-SXM5-141GB", "--site", "Fab 18", "--lot", "L1"]
 MAX_DOLLARS = f"{limits.MAX_STATEMENT_CENTS // 100}.00"
@@ -89,3 +95,89 @@ def test_hostile_sums_never_stop_a_writer_or_a_rebuild(ledger: Ledger) -> None:
         ledger.cli("replay", "--rebuild", ok=True)
     assert ledger.cli("replay", "--json", ok=True).exit_code == 0
     assert ledger.cli("verify", "--json").exit_code in (0, 3)
+
+
+# --- hostile files: every file argument is bounded before it is read ------------------------------------
+
+CUSTODY = str(Path(sys.executable).parent / "custody")
+MEMORY_LIMIT = 2 << 30  # a command that reads /dev/zero whole dies here (MemoryError), not the machine
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _run(ledger: Ledger, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real executable, with its memory capped, so that an unbounded read fails fast and safely."""
+    return subprocess.run([CUSTODY, "--db", ledger.db, *args], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limit_memory, env={**os.environ, "CUSTODY_PASSPHRASE": ""})
+
+
+def _sparse(tmp_path: Path, size: int) -> Path:
+    """A regular file of `size` bytes that takes no disk space: refused by its size, never read."""
+    path = tmp_path / f"sparse-{size}"
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files_ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
+    from typer.testing import CliRunner
+
+    root = tmp_path_factory.mktemp("files")
+    book = open_ledger(root, str(root / "custody.db"), CliRunner())
+    book.record("fabricated", "tsmc", ["F1"], *FAB, ok=True)
+    book.cli("checkpoint", "--key", book.key("operator"), "--out", str(root / "cp.txt"), ok=True)
+    book.cli("prove", "F1", "--out", str(root / "F1.proof"), ok=True)
+    return book
+
+
+def _file_cases(book: Ledger, hostile: str) -> dict[str, list[str]]:
+    root = book.dir
+    return {
+        "serials file": ["record", "fabricated", "--key", book.key("tsmc"), "--serials-file", hostile, *FAB],
+        "policy file (issue)": ["policy", "issue", hostile, "--key", book.key("authority")],
+        "policy file (replay)": ["replay", "--policy", hostile],
+        "--checkpoint": ["verify", "--checkpoint", hostile],
+        "cosign checkpoint": ["cosign", hostile, "--name", "w.example/w", "--key", book.key("rogue")],
+        "cosign state": ["cosign", str(root / "cp.txt"), "--name", "w.example/w", "--key", book.key("rogue"),
+                         "--state", hostile],
+        "proof file": ["verify-proof", hostile, "--trust", book.pub("authority")],
+        "private key": ["record", "fabricated", "--key", hostile, "--serial", "F2", *FAB],
+        "public key": ["verify", "--trust", hostile],
+        "bundle (verify)": ["verify", hostile],
+        "bundle (import)": ["import", hostile],
+    }
+
+
+@pytest.mark.parametrize("name", list(_file_cases(Ledger(Path("."), "", None), "-")))  # type: ignore[arg-type]
+def test_dev_zero_as_any_file_argument_is_refused(files_ledger: Ledger, name: str) -> None:
+    before = fingerprint(files_ledger.db)
+    result = _run(files_ledger, *_file_cases(files_ledger, "/dev/zero")[name])
+    assert result.returncode == 2, (result.returncode, result.stderr[-500:])
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr[-500:]
+    assert "Traceback" not in result.stderr
+    assert fingerprint(files_ledger.db) == before
+
+
+@pytest.mark.parametrize("name", ["serials file", "policy file (issue)", "--checkpoint", "cosign checkpoint",
+                                  "cosign state", "proof file", "private key", "public key"])
+def test_a_huge_regular_file_is_refused_by_its_size(files_ledger: Ledger, tmp_path: Path, name: str) -> None:
+    huge = _sparse(tmp_path, 4 << 30)  # 4 GiB: more than the memory the command may use
+    result = _run(files_ledger, *_file_cases(files_ledger, str(huge))[name])
+    assert result.returncode == 2, (result.returncode, result.stderr[-500:])
+    assert "larger than" in result.stderr or "too large" in result.stderr, result.stderr
+
+
+def test_a_named_pipe_is_read_up_to_its_limit(files_ledger: Ledger, tmp_path: Path) -> None:
+    """`--serials-file <(…)`: a pipe is read, bounded by the serials file's limit."""
+    result = subprocess.run(["bash", "-c", f'"{CUSTODY}" --db "{files_ledger.db}" record shipped-to-us '
+                             f'--key "{files_ledger.key("kerry")}" --serials-file <(echo F1) '
+                             "--port-of-entry DFW --waybill W1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    over = subprocess.run(["bash", "-c", f'"{CUSTODY}" --db "{files_ledger.db}" record shipped-to-us '
+                           f'--key "{files_ledger.key("kerry")}" --serials-file <(head -c {65 << 20} /dev/zero) '
+                           "--port-of-entry DFW --waybill W1"], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_limit_memory)
+    assert over.returncode == 2 and "larger than" in over.stderr, over.stderr
