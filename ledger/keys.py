@@ -28,6 +28,10 @@ from ledger.statement import key_id
 
 KDF_ROUNDS = 16  # bcrypt-pbkdf rounds for new keys: ssh-keygen's default (-a 16), about 0.1 s to unlock
 MAX_KDF_ROUNDS = 4096  # refuse more, so that a damaged rounds field fails at once instead of hanging
+# PKCS#8 keys (RFC 8018): `cryptography` and OpenSSL write 2,048 PBKDF2 iterations, OWASP asks 600,000 for
+# passwords; more than this (seconds of work) is refused before the passphrase is tried, as bcrypt's rounds
+# are. scrypt needs no cap here: OpenSSL refuses parameters beyond its 32 MiB default memory.
+MAX_PBKDF2_ITERATIONS = 10_000_000
 MAX_KEY_FILE_BYTES = 64 * 1024  # real key files are a few hundred bytes
 PASSPHRASE_ENV = "CUSTODY_PASSPHRASE"  # DESIGN.md "Command line"
 SSH_ED25519 = "ssh-ed25519"  # RFC 8709 §4 key type name
@@ -264,6 +268,55 @@ def _der_length_ok(der: bytes) -> bool:
     return 2 + count + int.from_bytes(der[2:2 + count], "big") == len(der)
 
 
+_OID_PBES2 = bytes.fromhex("2a864886f70d01050d")  # 1.2.840.113549.1.5.13 (RFC 8018 A.4)
+_OID_PBKDF2 = bytes.fromhex("2a864886f70d01050c")  # 1.2.840.113549.1.5.12 (RFC 8018 A.2)
+_OID_SCRYPT = bytes.fromhex("2b06010401da47040b")  # 1.3.6.1.4.1.11591.4.11 (RFC 7914 §7)
+
+
+def _der_items(der: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, contents) of each DER item in `der`, one level deep; ValueError if they do not tile it."""
+    items: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < len(der):
+        if pos + 2 > len(der):
+            raise ValueError("truncated")
+        tag, first = der[pos], der[pos + 1]
+        pos += 2
+        if first >= 0x80:
+            count = first & 0x7F
+            if not 1 <= count <= 4 or pos + count > len(der):
+                raise ValueError("bad length")
+            first = int.from_bytes(der[pos:pos + count], "big")
+            pos += count
+        if pos + first > len(der):
+            raise ValueError("truncated")
+        items.append((tag, der[pos:pos + first]))
+        pos += first
+    return items
+
+
+def _kdf_iterations(der: bytes) -> int | None:
+    """The iteration count an EncryptedPrivateKeyInfo (RFC 5958 §3) asks of its KDF: PBES2's PBKDF2, or a
+    PBES1 or PKCS#12 scheme's `SEQUENCE {salt, iterations}`; None for scrypt. ValueError if malformed."""
+    ((_, info),) = _der_items(der)
+    (_, algorithm), _ = _der_items(info)
+    oid_item, *params = _der_items(algorithm)
+    if oid_item[0] != 0x06 or len(params) != 1 or params[0][0] != 0x30:
+        raise ValueError("no algorithm parameters")
+    fields = _der_items(params[0][1])
+    if oid_item[1] == _OID_PBES2:
+        (_, kdf), _ = fields
+        (tag, oid), *kdf_params = _der_items(kdf)
+        if oid == _OID_SCRYPT:
+            return None
+        if tag != 0x06 or oid != _OID_PBKDF2 or len(kdf_params) != 1:
+            raise ValueError("unknown key derivation")
+        fields = _der_items(kdf_params[0][1])
+    if len(fields) < 2 or fields[1][0] != 0x02:
+        raise ValueError("no iteration count")
+    return int.from_bytes(fields[1][1], "big", signed=True)
+
+
 def _algorithm(key: object) -> str:
     """An article and a name for a key type, for messages."""
     names: tuple[tuple[type, str], ...] = (
@@ -416,6 +469,13 @@ def _load_pkcs8(der: bytes, encrypted: bool, path: Path,
         raise KeyFileError(f"{path} is truncated or damaged")
     password = None
     if encrypted:
+        try:
+            iterations = _kdf_iterations(der)
+        except ValueError as e:
+            raise KeyFileError(f"{path} is damaged: not an encrypted PKCS#8 private key") from e
+        if iterations is not None and not 1 <= iterations <= MAX_PBKDF2_ITERATIONS:
+            raise KeyFileError(f"{path} asks for {iterations:,} key derivation iterations, more than the "
+                               f"{MAX_PBKDF2_ITERATIONS:,} custody allows; re-encrypt it")
         password = passphrase()
         if password is None:
             raise KeyFileError(f"key {path} is encrypted: {_NEEDS_PASSPHRASE}")

@@ -8,6 +8,7 @@ out of band) must never stop a writer's catch-up, `replay --rebuild`, a report o
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import resource
@@ -181,3 +182,50 @@ def test_a_named_pipe_is_read_up_to_its_limit(files_ledger: Ledger, tmp_path: Pa
                            "--port-of-entry DFW --waybill W1"], capture_output=True, text=True, timeout=120,
                           preexec_fn=_limit_memory)
     assert over.returncode == 2 and "larger than" in over.stderr, over.stderr
+
+
+# --- hostile key files: a PKCS#8 key asking for endless key derivation ---------------------------------
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    size = len(content)
+    length = bytes([size]) if size < 0x80 else bytes([0x80 | ((size.bit_length() + 7) // 8)]) + size.to_bytes(
+        (size.bit_length() + 7) // 8, "big")
+    return bytes([tag]) + length + content
+
+
+def _pkcs8_asking(iterations: int) -> str:
+    """An EncryptedPrivateKeyInfo (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC) asking `iterations`."""
+    def oid(text: str) -> bytes:
+        return _tlv(0x06, bytes.fromhex(text))
+
+    count = iterations.to_bytes((iterations.bit_length() + 8) // 8, "big")
+    prf = _tlv(0x30, oid("2a864886f70d0209") + b"\x05\x00")  # hmacWithSHA256
+    pbkdf2 = _tlv(0x30, oid("2a864886f70d01050c") + _tlv(0x30, _tlv(0x04, bytes(16)) + _tlv(0x02, count) + prf))
+    cipher = _tlv(0x30, oid("60864801650304012a") + _tlv(0x04, bytes(16)))  # aes256-CBC, its IV
+    algorithm = _tlv(0x30, oid("2a864886f70d01050d") + _tlv(0x30, pbkdf2 + cipher))  # PBES2
+    der = _tlv(0x30, algorithm + _tlv(0x04, bytes(48)))
+    body = base64.b64encode(der).decode()
+    return f"-----BEGIN ENCRYPTED PRIVATE KEY-----\n{body}\n-----END ENCRYPTED PRIVATE KEY-----\n"
+
+
+def test_a_pkcs8_key_asking_endless_iterations_is_refused_before_the_passphrase(files_ledger: Ledger,
+                                                                                tmp_path: Path) -> None:
+    """2^31 - 1 PBKDF2 iterations would take many minutes; refused at once (exit 2), as bcrypt's rounds are."""
+    key = tmp_path / "slow.pem"
+    key.write_text(_pkcs8_asking(2**31 - 1))
+    key.chmod(0o600)
+    assert keys._kdf_iterations(base64.b64decode("".join(key.read_text().splitlines()[1:-1]))) == 2**31 - 1
+    try:
+        result = subprocess.run([CUSTODY, "--db", files_ledger.db, "record", "fabricated", "--key", str(key),
+                                 "--serial", "F3", *FAB], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "CUSTODY_PASSPHRASE": "guess"})
+    except subprocess.TimeoutExpired:
+        pytest.fail("the key's iteration count was tried: still deriving after 60 s")
+    assert result.returncode == 2, result.stderr
+    assert "iterations" in result.stderr and "slow.pem" in result.stderr, result.stderr
+    key.write_text(_pkcs8_asking(2048))  # an ordinary count goes on to the passphrase (wrong here: zeros)
+    result = subprocess.run([CUSTODY, "--db", files_ledger.db, "record", "fabricated", "--key", str(key),
+                             "--serial", "F3", *FAB], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "CUSTODY_PASSPHRASE": "guess"})
+    assert result.returncode == 2 and "wrong passphrase" in result.stderr, result.stderr
