@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from commands._common import DbOption, KeyOption, PassphraseOption, handle_errors, load_key, open_store
-from ledger import append, keys, policy, values
+from commands import render
+from commands._common import DbOption, KeyOption, PassphraseOption, load_key, open_store
+from ledger import append, directory, keys, policy, values
 from ledger.statement import ROLES
 
 participant_app = typer.Typer(help="Register participants and revoke their keys.", no_args_is_help=True)
@@ -16,16 +18,15 @@ customer_app = typer.Typer(help="Approve and suspend customers.", no_args_is_hel
 policy_app = typer.Typer(help="Issue a new policy version.", no_args_is_help=True)
 
 
-def _append(db: str | None, key: Path, passphrase_file: Path | None, kind: str, data: dict[str, object],
+def _append(db: str | None, key: Path, passphrase_file: Path | None, kind: str, data: Mapping[str, object],
             what: str) -> None:
     """Sign one administrative statement with `key` and append it; say where it went."""
     signer = load_key(key, passphrase_file)
     with open_store(db) as store:
         result = append.record(store, signer, kind, data)
-    typer.echo(f"recorded {what} at index {result.index} ({result.statement.hash.hex()})")
+    render.out(f"recorded {what} at index {result.index} ({result.statement.hash.hex()})")
 
 
-@handle_errors
 def init(origin: Annotated[str, typer.Option("--origin", help="The ledger's name, e.g. custody.example/h200-cn.")],
          authority: Annotated[Path, typer.Option("--authority", help="The first authority's private key.")],
          operator: Annotated[Path, typer.Option("--operator", help="The log operator's public key.")],
@@ -44,11 +45,10 @@ def init(origin: Annotated[str, typer.Option("--origin", help="The ledger's name
     with open_store(db, create=True) as store:
         result = append.open_ledger(store, key, origin=origin, co_authorities=co, operator=operator_key,
                                     policy_text=text)
-        typer.echo(f"opened ledger {origin} in {store.url} ({result.statement.hash.hex()})")
+        render.out(f"opened ledger {origin} in {store.url} ({result.statement.hash.hex()})")
 
 
 @participant_app.command("add")
-@handle_errors
 def participant_add(
     participant_id: Annotated[str, typer.Argument(metavar="ID", help="Participant id, e.g. tsmc.")],
     role: Annotated[list[str], typer.Option("--role", help=f"One of {', '.join(ROLES)}; repeatable.")],
@@ -70,7 +70,6 @@ def participant_add(
 
 
 @participant_app.command("revoke-key")
-@handle_errors
 def revoke_key(
     target: Annotated[str, typer.Argument(metavar="PUBFILE|KEYID", help="The key to revoke.")],
     key: KeyOption,
@@ -82,28 +81,12 @@ def revoke_key(
     """Revoke a key: refused from now on; earlier statements signed at or after --at are flagged."""
     effective = values.parse_time(at) if at else append.now_us()
     with open_store(db, readonly=True) as store:
-        public = _resolve_key(store, target)
+        public = directory.resolve_key(store, target, append.now_us())
     _append(db, key, passphrase_file, "key_revoked", {"key": public, "effective": effective, "reason": reason},
             "key revocation")
 
 
-def _resolve_key(store: object, target: str) -> bytes:
-    from ledger import views
-    from ledger.errors import NotFound
-    from ledger.store import Store
-
-    path = Path(target)
-    if path.exists():
-        return keys.load_public(path)
-    assert isinstance(store, Store)
-    info = views.current(store, append.now_us()).keys.get(target.lower())
-    if info is None:
-        raise NotFound(f"{target!r} is neither a public key file nor a key id known to the ledger")
-    return info.public
-
-
 @customer_app.command("approve")
-@handle_errors
 def customer_approve(
     customer_id: Annotated[str, typer.Argument(metavar="ID")],
     cap: Annotated[int, typer.Option("--cap", min=0, help="Units it may receive.")],
@@ -122,7 +105,6 @@ def customer_approve(
 
 
 @customer_app.command("suspend")
-@handle_errors
 def customer_suspend(
     customer_id: Annotated[str, typer.Argument(metavar="ID")],
     key: KeyOption,
@@ -136,7 +118,6 @@ def customer_suspend(
 
 
 @policy_app.command("issue")
-@handle_errors
 def policy_issue(file: Annotated[Path, typer.Argument(help="Policy TOML.")], key: KeyOption,
                  passphrase_file: PassphraseOption = None, db: DbOption = None) -> None:
     """Record a new policy version; it acts on the statements logged after it."""

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from commands._common import (
-    EXIT_INTEGRITY,
-    EXIT_NONCOMPLIANT,
-    DbOption,
-    JsonOption,
-    handle_errors,
-    hexify,
-    open_store,
-    print_json,
-    progress,
-)
+from commands import render
+from commands._common import DbOption, JsonOption, open_store, progress
+from commands._errors import EXIT_INTEGRITY, EXIT_NONCOMPLIANT
 from ledger import append, keys, limits, values
 from ledger import verify as verification
 from ledger.errors import BadInput
 from ledger.history import unit_history
-from ledger.state import Finding
-
-
-def finding_json(f: Finding) -> dict[str, Any]:
-    return {"code": f.code, "serial": f.serial, "index": f.index, "detail": f.detail}
 
 
 def _witness(text: str) -> verification.Witness:
@@ -43,7 +30,6 @@ def _read_note(path: Path) -> tuple[str, str]:
         raise BadInput(f"checkpoint {path} is not UTF-8 text") from e
 
 
-@handle_errors
 def verify(
     bundle: Annotated[Path | None, typer.Argument(help="A bundle to verify offline (default: the database).")] = None,
     trust: Annotated[list[Path] | None, typer.Option("--trust", help="Trusted authority public key.")] = None,
@@ -73,40 +59,38 @@ def verify(
             options.progress = advance
             report = verification.verify_store(store, options)
     for warning in report.warnings:
-        typer.echo(f"custody: warning: {warning}", err=True)
+        render.warn(warning)
     if json_out:
-        print_json({"intact": report.intact, "compliant": report.compliant, "log_size": report.log_size,
-                    "checks": list(report.checks),
-                    "failures": [{"check": f.check, "index": f.index, "detail": f.detail} for f in report.failures],
-                    "violations": report.violations, "findings": [finding_json(f) for f in report.findings]})
+        render.print_json({
+            "intact": report.intact, "compliant": report.compliant, "log_size": report.log_size,
+            "checks": list(report.checks),
+            "failures": [{"check": f.check, "index": f.index, "detail": f.detail} for f in report.failures],
+            "violations": report.violations, "findings": [render.finding_json(f) for f in report.findings]})
     else:
-        typer.echo(f"checks: {', '.join(report.checks)}")
-        typer.echo(f"log size: {report.log_size}")
-        for failure in report.failures:
-            where = f" at index {failure.index}" if failure.index is not None else ""
-            typer.echo(f"FAIL {failure.check}{where}: {failure.detail}")
-        if report.intact:
-            typer.echo("intact: yes")
-            if report.findings:
-                typer.echo(f"compliant: no ({report.violations} finding(s))")
-                for f in report.findings[:50]:
-                    typer.echo(f"  {f.code:24} {f.serial or '-':20} index {f.index}: {f.detail}")
-                if report.violations > 50:
-                    typer.echo(f"  … and {report.violations - 50} more (see `custody report compliance`)")
-            else:
-                typer.echo("compliant: yes")
-        else:
-            typer.echo(f"intact: NO ({len(report.failures)} failure(s) listed)")
+        render.out_lines(_verify_lines(report))
     if not report.intact:
         first = report.failures[0]
         where = f" at index {first.index}" if first.index is not None else ""
-        typer.echo(f"custody: verification failed: {first.check}{where}: {first.detail}", err=True)
+        render.say(f"verification failed: {first.check}{where}: {first.detail}")
         raise typer.Exit(EXIT_INTEGRITY)
     if not report.compliant:
         raise typer.Exit(EXIT_NONCOMPLIANT)
 
 
-@handle_errors
+def _verify_lines(report: verification.Report) -> list[str]:
+    lines = [f"checks: {', '.join(report.checks)}", f"log size: {report.log_size}"]
+    for failure in report.failures:
+        where = f" at index {failure.index}" if failure.index is not None else ""
+        lines.append(f"FAIL {failure.check}{where}: {failure.detail}")
+    if not report.intact:
+        return [*lines, f"intact: NO ({len(report.failures)} failure(s) listed)"]
+    lines.append("intact: yes")
+    if not report.findings:
+        return [*lines, "compliant: yes"]
+    return [*lines, f"compliant: no ({report.violations} finding(s))",
+            *render.finding_lines(report.findings, report.violations)]
+
+
 def history(serial: Annotated[str, typer.Argument(help="The unit's serial.")],
             at: Annotated[str | None, typer.Option("--at", help="Show the unit as it stood then.")] = None,
             json_out: JsonOption = False, db: DbOption = None) -> None:
@@ -115,19 +99,11 @@ def history(serial: Annotated[str, typer.Argument(help="The unit's serial.")],
     until = values.parse_time(at) if at else None
     with open_store(db, readonly=True) as store:
         found = unit_history(store, serial, until=until, now_us=append.now_us())
-    steps = [{"index": s.index, "kind": s.statement.kind, "at": values.format_time(s.statement.at),
-              "signer": s.statement.signer, "participant": s.participant, "hash": s.statement.hash.hex(),
-              "data": hexify(dict(s.statement.data))} for s in found.steps]
     if json_out:
-        print_json({"serial": serial, "steps": steps, "findings": [finding_json(f) for f in found.findings]})
+        render.print_json({"serial": serial, "steps": [render.step_json(s) for s in found.steps],
+                           "findings": [render.finding_json(f) for f in found.findings]})
         return
-    typer.echo(f"unit {serial}")
-    for step in steps:
-        details = ", ".join(f"{k}={v}" for k, v in step["data"].items())
-        typer.echo(f"  #{step['index']:<6} {step['at']:24} {step['kind']:14} by {step['participant'] or '?':12} "
-                   f"{details}")
-    for f in found.findings:
-        typer.echo(f"  ! {f.code} at index {f.index}: {f.detail}")
+    render.out_lines([f"unit {serial}", *render.step_lines(found.steps), *render.unit_finding_lines(found.findings)])
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from commands._common import DbOption, db_url, handle_errors, open_store, progress
+from commands import render
+from commands._common import DbOption, db_url, open_store, progress
 from ledger import transfer
 from ledger.store import redact
 
@@ -19,7 +20,6 @@ def _range(count: int) -> str:
     return f"0…{count - 1}" if count else "none"
 
 
-@handle_errors
 def export(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="The bundle file to write.")],
            upto: UptoOption = None, db: DbOption = None) -> None:
     """Write an offline audit bundle: the statements, then the checkpoints that cover them."""
@@ -27,11 +27,10 @@ def export(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="The bu
         total = store.size() if upto is None else upto + 1
         with progress("exporting", total) as advance:
             done = transfer.export_bundle(store, bundle, upto=upto, progress=advance)
-    typer.echo(f"exported statements {_range(done.statements)} ({done.statements}) and {done.checkpoints} "
+    render.out(f"exported statements {_range(done.statements)} ({done.statements}) and {done.checkpoints} "
                f"checkpoint(s) of {done.origin} to {done.path}; root {done.root.hex()}")
 
 
-@handle_errors
 def import_bundle(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="The bundle to import.")],
                   db: DbOption = None) -> None:
     """Verify a bundle, then append it to an empty ledger or to the ledger it extends."""
@@ -41,21 +40,19 @@ def import_bundle(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help=
     with progress("importing", max(plan.statements - plan.target_size, 0)) as advance:
         done = transfer.run_import(plan, progress=advance)
     for warning in plan.warnings:  # after the import: a refusal stays one line
-        typer.echo(f"custody: warning: {warning}", err=True)
+        render.warn(warning)
     where = redact(done.url)
     if done.appended:
-        typer.echo(f"imported statements {done.present}…{done.log_size - 1} ({done.appended}) and "
+        render.out(f"imported statements {done.present}…{done.log_size - 1} ({done.appended}) and "
                    f"{done.checkpoints} checkpoint(s) of {done.origin} into {where}; "
                    f"log size {done.log_size}")
     else:
-        typer.echo(f"nothing to import: {where} already holds all {done.log_size} statements of {bundle}"
+        render.out(f"nothing to import: {where} already holds all {done.log_size} statements of {bundle}"
                    + (f"; stored {done.checkpoints} new checkpoint(s)" if done.checkpoints else ""))
     if plan.findings:
-        typer.echo(f"custody: note: the imported ledger has {plan.findings} compliance finding(s) "
-                   "(see `custody verify`)", err=True)
+        render.say(f"note: the imported ledger has {plan.findings} compliance finding(s) (see `custody verify`)")
 
 
-@handle_errors
 def export_epcis(file: Annotated[Path, typer.Argument(metavar="FILE", help="The EPCIS file to write.")],
                  upto: UptoOption = None, db: DbOption = None) -> None:
     """Write the custody steps as a GS1 EPCIS 2.0 document (one event per step)."""
@@ -63,7 +60,7 @@ def export_epcis(file: Annotated[Path, typer.Argument(metavar="FILE", help="The 
         total = store.size() if upto is None else upto + 1
         with progress("exporting", total) as advance:
             done = transfer.export_epcis(store, file, upto=upto, progress=advance)
-    typer.echo(f"exported {done.events} EPCIS event(s) from statements {_range(done.statements)} "
+    render.out(f"exported {done.events} EPCIS event(s) from statements {_range(done.statements)} "
                f"to {done.path}")
 
 

@@ -8,13 +8,11 @@ from typing import Annotated
 
 import typer
 
-from commands._common import handle_errors, progress
-from commands.reports import emit
-from ledger import append, demo, reports, views
-from ledger.store import Store
+from commands import render
+from commands._common import open_store, progress
+from ledger import append, demo, reports
 
 
-@handle_errors
 def demo_command(
     units: Annotated[int, typer.Option("--units", min=1, metavar="N",
                                                   help="Units to take through the six steps.")] = (
@@ -33,37 +31,33 @@ def demo_command(
     with progress("recording", plan.total) as advance:
         result = demo.run(directory, plan, now_us=now, progress=advance)
     db = str(result.db)
-    typer.echo(f"custody demo: {result.units} units through all six steps in {result.shipments} "
+    render.out(f"custody demo: {result.units} units through all six steps in {result.shipments} "
                f"shipment(s): {result.statements} signed statements")
-    typer.echo(f"  ledger:     {db} (origin {result.origin})")
-    typer.echo(f"  keys:       {result.keys}/ ({', '.join(demo.KEY_NAMES)}; unencrypted, for the demo only)")
-    typer.echo(f"  checkpoint: {result.checkpoint} (signed by the operator)")
-    typer.echo(f"  customers:  {', '.join(f'{c} (cap {n})' for c, n in sorted(result.caps.items()))}")
+    render.out(f"  ledger:     {db} (origin {result.origin})")
+    render.out(f"  keys:       {result.keys}/ ({', '.join(demo.KEY_NAMES)}; unencrypted, for the demo only)")
+    render.out(f"  checkpoint: {result.checkpoint} (signed by the operator)")
+    render.out(f"  customers:  {', '.join(f'{c} (cap {n})' for c, n in sorted(result.caps.items()))}")
     if result.injected:
-        typer.echo("injected violations:")
+        render.out("injected violations:")
         for v in result.injected:
             shown = ", ".join(v.serials[:3]) + (", …" if len(v.serials) > 3 else "")
-            typer.echo(f"  {v.code:20} {len(v.serials):>3} unit(s)  {v.what} ({shown})")
+            render.out(f"  {v.code:20} {len(v.serials):>3} unit(s)  {v.what} ({shown})")
     missing = [c for c in demo.INJECTED if c not in {v.code for v in result.injected}]
     if missing:
-        typer.echo(f"  (too few units for {', '.join(missing)}: give --units 40 or more to see every one)")
+        render.out(f"  (too few units for {', '.join(missing)}: give --units 40 or more to see every one)")
     report = result.report
     verdict = "intact" if report.intact else f"NOT intact ({len(report.failures)} failure(s))"
-    typer.echo(f"verify: {verdict}, {'compliant' if report.compliant else 'not compliant'} "
+    render.out(f"verify: {verdict}, {'compliant' if report.compliant else 'not compliant'} "
                f"({report.violations} finding(s); `custody verify` exits "
                f"{0 if report.compliant else 3 if report.intact else 1})")
-    typer.echo("try:")
+    render.out("try:")
     sample = result.injected[0].serials[0] if result.injected else "1652224000001"
     for command in ("verify", f"history {sample}", "report duty", "report customers", "report units",
                     "replay --upto 20"):
-        typer.echo(f"  custody --db {db} {command}")
-    typer.echo("")
-    store = Store(db, readonly=True)
-    try:
-        state = views.current(store, append.now_us())
-    finally:
-        store.close()
-    emit(reports.compliance(state, now))
+        render.out(f"  custody --db {db} {command}")
+    render.out()
+    with open_store(db, readonly=True) as store:
+        render.emit(reports.of_store(store, "compliance", until=None, now_us=now))
 
 
 def register(app: typer.Typer) -> None:

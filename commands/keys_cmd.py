@@ -10,9 +10,11 @@ from typing import Annotated
 
 import typer
 
-from commands._common import DbOption, handle_errors, open_store
-from ledger import keys
-from ledger.errors import KeyFileError, LedgerError
+from commands import render
+from commands._common import DbOption, db_url
+from ledger import directory, keys
+from ledger.errors import KeyFileError
+from ledger.statement import key_id
 
 keys_app = typer.Typer(help="Make and inspect Ed25519 keys.", no_args_is_help=True)
 
@@ -33,7 +35,6 @@ def _new_passphrase(name: str) -> bytes:
 
 
 @keys_app.command("new")
-@handle_errors
 def new(name: Annotated[str, typer.Argument(help="File name of the new key.")],
         directory: Annotated[Path, typer.Option("--dir", help="Keyring folder.")] = Path("keys"),
         no_passphrase: Annotated[bool, typer.Option("--no-passphrase",
@@ -43,37 +44,16 @@ def new(name: Annotated[str, typer.Argument(help="File name of the new key.")],
     passphrase = None if no_passphrase else _new_passphrase(name)
     key = keys.generate()
     private, public = keys.write_keypair(directory, name, key, passphrase, comment=name)
-    typer.echo(f"{key.key_id}  {private}  {public}")
+    render.out(f"{key.key_id}  {private}  {public}")
 
 
 @keys_app.command("show")
-@handle_errors
 def show(file: Annotated[Path, typer.Argument(help="A public or private key file.")],
          db: DbOption = None) -> None:
     """Print the key id (and the participant, if the ledger knows the key)."""
-    try:
-        public = keys.load_public(file)
-    except KeyFileError:
-        public = keys.load_private(file, keys.passphrase_from(os.environ, None, None)).public
-    from ledger.statement import key_id
-
-    kid = key_id(public)
-    owner = _owner(kid, db)
-    typer.echo(f"{kid}  {owner}" if owner else kid)
-
-
-def _owner(kid: str, db: str | None) -> str | None:
-    try:
-        with open_store(db, readonly=True) as store:
-            from ledger import views
-
-            state = views.load_full(store)
-            info = state.keys.get(kid)
-            if info is None:
-                return None
-            return "authority" if info.authority else info.participant
-    except LedgerError:
-        return None
+    kid = key_id(keys.public_of(file, keys.passphrase_from(os.environ, None, None)))
+    owner = directory.owner_in(db_url(db), kid)
+    render.out(f"{kid}  {owner}" if owner else kid)
 
 
 def register(app: typer.Typer) -> None:

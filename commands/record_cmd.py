@@ -7,18 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from commands._common import (
-    EXIT_INTEGRITY,
-    DbOption,
-    KeyOption,
-    PassphraseOption,
-    fail,
-    handle_errors,
-    load_key,
-    open_store,
-)
+from commands import render
+from commands._common import DbOption, KeyOption, PassphraseOption, load_key, open_store
 from ledger import append, values
-from ledger.errors import ViolationsFound
 from ledger.statement import MAX_WIRE_BYTES, STEP_ROLE, data_fields
 
 STEPS = {"fabricated": "fabricated", "shipped-to-us": "shipped_to_us", "inspected": "inspected",
@@ -56,7 +47,6 @@ def _data(kind: str, given: dict[str, str | None]) -> dict[str, Any]:
     return data
 
 
-@handle_errors
 def record(
     step: Annotated[str, typer.Argument(metavar="STEP", help="fabricated, shipped-to-us, inspected, duty-paid, "
                                                            "re-exported or received.")],
@@ -105,26 +95,22 @@ def record(
     mode = "allow" if allow_violation else "skip" if skip_violating else "refuse"
     signer = load_key(key, passphrase_file)
     with open_store(db) as store:
-        try:
-            done = append.record(store, signer, kind, data, serials, at=when, mode=mode)
-        except ViolationsFound as e:
-            raise fail(f"refused: {e.detail} (use --allow-violation to record anyway, or --skip-violating)",
-                       EXIT_INTEGRITY) from None
+        done = append.record(store, signer, kind, data, serials, at=when, mode=mode)
     units = sum(len(s.units) for s in done.statements)
     if len(done.statements) == 1:
-        typer.echo(f"recorded {step} for {units} unit{'s' if units != 1 else ''} at index {done.index} "
+        render.out(f"recorded {step} for {units} unit{'s' if units != 1 else ''} at index {done.index} "
                    f"({done.statement.hash.hex()})")
     else:
-        typer.echo(f"recorded {step} for {units} units as {len(done.statements)} statements, at indexes "
+        render.out(f"recorded {step} for {units} units as {len(done.statements)} statements, at indexes "
                    f"{done.index}…{done.index + len(done.statements) - 1}, in one transaction (a statement "
                    f"holds at most {MAX_WIRE_BYTES:,} bytes):")
         for offset, statement in enumerate(done.statements):
-            typer.echo(f"  index {done.index + offset}: {len(statement.units)} units ({statement.hash.hex()})")
+            render.out(f"  index {done.index + offset}: {len(statement.units)} units ({statement.hash.hex()})")
     if done.skipped:
-        typer.echo(f"skipped {len(done.skipped)} violating unit(s): {', '.join(done.skipped)}")
+        render.out(f"skipped {len(done.skipped)} violating unit(s): {', '.join(done.skipped)}")
     if done.findings:
         codes = sorted({f.code for f in done.findings})
-        typer.echo(f"recorded with {len(done.findings)} finding(s): {', '.join(codes)}", err=True)
+        render.say(f"recorded with {len(done.findings)} finding(s): {', '.join(codes)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,42 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from commands._common import (
-    EXIT_INTEGRITY,
-    EXIT_USAGE,
-    DbOption,
-    JsonOption,
-    KeyOption,
-    PassphraseOption,
-    fail,
-    handle_errors,
-    hexify,
-    load_key,
-    open_store,
-    print_json,
-)
+from commands import render
+from commands._common import DbOption, JsonOption, KeyOption, PassphraseOption, load_key, open_store
 from ledger import append, keys, limits, transparency, values
-from ledger.errors import BadInput, IntegrityError, NotALedger, NotFound
-from ledger.state import Finding
+from ledger.errors import BadInput
 from ledger.statement import key_id
 
 
-def _read(path: Path, what: str, limit: int) -> bytes:
-    try:
-        return limits.read_file(path, limit, what)
-    except NotFound:
-        raise BadInput(f"no {what} at {path}") from None
-
-
-def _finding(f: Finding) -> dict[str, Any]:
-    return {"code": f.code, "serial": f.serial, "index": f.index, "detail": f.detail}
-
-
-@handle_errors
 def checkpoint(
     key: KeyOption,
     out: Annotated[Path | None, typer.Option("--out",
@@ -60,14 +35,13 @@ def checkpoint(
     cp = signed.checkpoint
     status = "stored in the ledger" if signed.stored else "already stored in the ledger"
     if out is None:
-        typer.echo(signed.note, nl=False)
-        typer.echo(f"custody: checkpoint of size {cp.size} {status}", err=True)
+        render.out(signed.note, nl=False)
+        render.say(f"checkpoint of size {cp.size} {status}")
         return
     transparency.write_atomic(out, signed.note.encode())
-    typer.echo(f"checkpoint of size {cp.size} (root {cp.root.hex()}) {status}, written to {out}")
+    render.out(f"checkpoint of size {cp.size} (root {cp.root.hex()}) {status}, written to {out}")
 
 
-@handle_errors
 def cosign(
     checkpoint_file: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="The signed checkpoint note; "
                                                    "rewritten in place with the cosignature added.")],
@@ -87,7 +61,7 @@ def cosign(
     `custody verify --checkpoint CHECKPOINT --witness NAME=WITNESS.pub`.
     """
     transparency.check_witness_name(name)
-    data = _read(checkpoint_file, "checkpoint", limits.MAX_NOTE_FILE_BYTES)
+    data = limits.read_file(checkpoint_file, limits.MAX_NOTE_FILE_BYTES, "checkpoint")
     witness = load_key(key, passphrase_file)
     state_path = state or transparency.default_state_path(checkpoint_file, name)
     with open_store(db, readonly=True) as store:
@@ -95,11 +69,10 @@ def cosign(
                                      timestamp=int(time.time()))
     transparency.write_atomic(checkpoint_file, result.note.encode())
     since = f" (extends size {result.previous.size})" if result.previous else " (first for this witness)"
-    typer.echo(f"cosigned checkpoint of size {result.checkpoint.size} as {name}{since}; "
+    render.out(f"cosigned checkpoint of size {result.checkpoint.size} as {name}{since}; "
                f"wrote {checkpoint_file} and {state_path}")
 
 
-@handle_errors
 def prove(
     serial: Annotated[str, typer.Argument(help="The unit's serial.")],
     out: Annotated[Path, typer.Option("--out", help="The proof file to write (custody-proof/1 JSON).")],
@@ -117,7 +90,7 @@ def prove(
     data = proof.encode()
     transparency.write_atomic(out, data)
     steps = sum(1 for e in proof.entries if _is_step(e))
-    typer.echo(f"proof for unit {serial}: {steps} step(s) and {len(proof.entries) - steps} authorising "
+    render.out(f"proof for unit {serial}: {steps} step(s) and {len(proof.entries) - steps} authorising "
                f"statement(s) against the checkpoint of size {_size(proof)}, written to {out} "
                f"({len(data)} bytes)")
 
@@ -132,7 +105,6 @@ def _size(proof: transparency.UnitProof) -> int:
     return notes.parse_note(proof.signed_checkpoint).checkpoint.size
 
 
-@handle_errors
 def verify_proof(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A proof written by `custody prove`.")],
     trust: Annotated[list[Path], typer.Option("--trust", help="Trusted authority public key (repeatable); "
@@ -146,42 +118,26 @@ def verify_proof(
     Exit 0 when the proof verifies (even if the unit's history shows findings such as
     SKIPPED_INSPECTION), 1 when it does not, 2 when FILE is not a proof or a key file is unusable.
     """
-    try:
-        trusted = [keys.load_public(p) for p in trust]
-        operator_key = keys.load_public(operator) if operator else None
-        data = _read(file, "proof", limits.MAX_PROOF_FILE_BYTES)
-        result = transparency.verify_proof_file(data, trusted=trusted, operator=operator_key,
-                                                now_us=append.now_us())
-    except NotALedger as e:
-        raise fail(f"{file}: {e.detail}", EXIT_USAGE) from None
-    except IntegrityError as e:
-        raise fail(f"bad proof {file}: {e}", EXIT_INTEGRITY) from None
-    except BadInput as e:
-        raise fail(e.detail, EXIT_USAGE) from None
-    except OSError as e:
-        raise fail(f"{e.filename or file}: {e.strerror or e}", EXIT_USAGE) from None
-    steps = [{"index": s.index, "kind": s.statement.kind, "at": values.format_time(s.statement.at),
-              "signer": s.statement.signer, "participant": s.participant, "hash": s.statement.hash.hex(),
-              "data": hexify(dict(s.statement.data))} for s in result.steps]
+    trusted = [keys.load_public(p) for p in trust]
+    operator_key = keys.load_public(operator) if operator else None
+    data = limits.read_file(file, limits.MAX_PROOF_FILE_BYTES, "proof")
+    result = transparency.verify_proof_file(data, trusted=trusted, operator=operator_key, now_us=append.now_us())
     cp = result.checkpoint
     if json_out:
-        print_json({"verified": True, "serial": result.serial, "origin": result.origin,
-                    "checkpoint": {"size": cp.size, "root": cp.root.hex()},
-                    "operator": key_id(result.operator), "statements": result.statements,
-                    "steps": steps, "findings": [_finding(f) for f in result.findings]})
+        render.print_json({"verified": True, "serial": result.serial, "origin": result.origin,
+                           "checkpoint": {"size": cp.size, "root": cp.root.hex()},
+                           "operator": key_id(result.operator), "statements": result.statements,
+                           "steps": [render.step_json(s) for s in result.steps],
+                           "findings": [render.finding_json(f) for f in result.findings]})
         return
-    typer.echo(f"proof verified: unit {result.serial} of {result.origin}, against the checkpoint of size "
+    render.out(f"proof verified: unit {result.serial} of {result.origin}, against the checkpoint of size "
                f"{cp.size} (root {cp.root.hex()}), {result.statements} statement(s)")
-    for step in steps:
-        details = ", ".join(f"{k}={v}" for k, v in step["data"].items())
-        by = step["participant"] or "?"
-        typer.echo(f"  #{step['index']:<6} {step['at']:24} {step['kind']:14} by {by:12} {details}")
+    render.out_lines(render.step_lines(result.steps))
     if result.findings:
-        typer.echo(f"findings: {len(result.findings)}")
-        for f in result.findings:
-            typer.echo(f"  ! {f.code} at index {f.index}: {f.detail}")
+        render.out(f"findings: {len(result.findings)}")
+        render.out_lines(render.unit_finding_lines(result.findings))
     else:
-        typer.echo("findings: none (no step skipped, as far as the checkpoint shows)")
+        render.out("findings: none (no step skipped, as far as the checkpoint shows)")
 
 
 def register(app: typer.Typer) -> None:

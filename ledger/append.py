@@ -272,7 +272,8 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
                         break
                     bad = {f.serial for f in findings}
                     if mode == "refuse":
-                        raise ViolationsFound(_describe(findings), tuple(findings))
+                        raise ViolationsFound(_describe(findings), tuple(findings),
+                                              some_clean=bool(set(chosen) - bad))
                     skipped += [s for s in chosen if s in bad]
                     chosen = [s for s in chosen if s not in bad]
                     if not chosen:  # every unit of this run violates: no statement for it
@@ -283,7 +284,7 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
                     found += batch.add(statement)
                     statements.append(statement)
             if not statements:
-                raise ViolationsFound(_describe(refused), tuple(refused))
+                raise ViolationsFound(_describe(refused), tuple(refused), some_clean=False)
             checked = True
             _commit(store, batch, statements[-1])
             return Recorded(statement=statements[0], index=first, findings=tuple(found),
@@ -299,7 +300,8 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
             delay = min(delay * 2, BACKOFF_CAP_S)
         except ViolationsFound as e:
             if raced:
-                raise ViolationsFound(f"another writer appended first, and now {e.detail}", e.findings) from e
+                raise ViolationsFound(f"another writer appended first, and now {e.detail}", e.findings,
+                                     some_clean=e.some_clean) from e
             raise
         except IntegrityError as e:
             if raced:

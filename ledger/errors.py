@@ -119,11 +119,12 @@ class Refused(LedgerError):
 
 
 class ViolationsFound(Refused):
-    """`record`'s pre-check: the step would add findings."""
+    """`record`'s pre-check: the step would add findings; `some_clean` when some of its units would not."""
 
-    def __init__(self, detail: str, findings: tuple[object, ...] = ()) -> None:
+    def __init__(self, detail: str, findings: tuple[object, ...] = (), *, some_clean: bool = True) -> None:
         super().__init__(detail)
         self.findings = findings
+        self.some_clean = some_clean
 
 
 class Conflict(Refused):

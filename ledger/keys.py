@@ -582,6 +582,19 @@ def load_public(path: Path) -> bytes:
         raise KeyFileError(f"{path}: {e}") from e
 
 
+def public_of(path: Path, passphrase: Callable[[], bytes | None]) -> bytes:
+    """The public key of a key file: what a public key file holds, or the public half of a private key.
+
+    A file is read as a private key only when it says it is one, so a public key of another type is
+    refused for what it is (an `ssh-rsa` line), not as a missing private key.
+    """
+    data, _ = _read(path)
+    block = _pem(_text(data, path), path)
+    if block is not None and "PRIVATE KEY" in block[0]:
+        return load_private(path, passphrase).public
+    return load_public(path)
+
+
 # --- small order (DESIGN.md "Who may sign") -----------------------------------------------------------
 
 

@@ -13,10 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import fold
+from ledger import fold, views
+from ledger import replay as replaying
 from ledger.errors import BadInput
+from ledger.policy import Policy
 from ledger.state import CODES, Customer, DutyEntry, Finding, State
 from ledger.statement import STEPS
+from ledger.store import Store
 from ledger.values import MICROS_PER_DAY, format_time
 
 _CODE_ORDER = {code: i for i, code in enumerate(CODES)}
@@ -183,3 +186,32 @@ def summary(state: State, as_of: int, *, log_size: int, folded: int, last_index:
         "duty": duty_totals(state),
         "customers": [customer_json(state.customers[c], as_of) for c in sorted(state.customers)],
     }
+
+
+def of_store(store: Store, name: str, *, until: int | None, now_us: int) -> Report:
+    """Report `name` on a store: as of now from the views and the log beyond them, else a replay to `until`."""
+    check_name(name)
+    if until is None:
+        state = views.current(store, now_us)
+        return build(name, state, now_us, state.size)
+    result = replaying.replay(store, now_us=now_us, until=until)
+    return build(name, result.state, until, result.folded)
+
+
+def replay_summary(store: Store, *, now_us: int, until: int | None = None, upto: int | None = None,
+                   policy: Policy | None = None, progress: Callable[[int], None] | None = None,
+                   workers: int | None = None) -> dict[str, Any]:
+    """`replay`: fold the log (or a prefix, or under a what-if policy) in memory and summarise it."""
+    result = replaying.replay(store, now_us=now_us, until=until, upto=upto, policy=policy, progress=progress,
+                              workers=workers)
+    return summary(result.state, result.as_of, log_size=result.log_size, folded=result.folded,
+                   last_index=result.last_index, policy_name=result.state.policy.name, what_if=policy is not None)
+
+
+def rebuild_summary(store: Store, *, now_us: int, progress: Callable[[int], None] | None = None,
+                    workers: int | None = None) -> dict[str, Any]:
+    """`replay --rebuild`: rebuild the stored views from the whole log, then summarise them."""
+    state = views.rebuild(store, now_us, progress, workers)
+    return summary(state, now_us, log_size=store.size(), folded=state.size,
+                   last_index=state.size - 1 if state.size else None, policy_name=state.policy.name,
+                   what_if=False)

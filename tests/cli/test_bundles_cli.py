@@ -19,7 +19,7 @@ import msgpack
 import pytest
 from typer.testing import CliRunner
 
-from commands._common import exit_status
+from commands._errors import exit_status
 from commands.main import app
 from ledger import bundle as bundle_format
 from ledger import checkpoint, keys, merkle, transfer, views

@@ -378,6 +378,19 @@ def test_skip_violating_with_nothing_clean_refuses(book: Ledger) -> None:
     result = book.record("re-exported", "nvidia", ["PN1"], *TO_ALIBABA, "--skip-violating")
     assert result.exit_code == 1 and "PN1" in result.stderr
     assert log_size(book) == size
+    # no unit is clean: skipping the violating ones would leave nothing, so that is not suggested
+    assert "--allow-violation" in result.stderr and "--skip-violating" not in result.stderr
+    refused = book.record("re-exported", "nvidia", ["PN1"], *TO_ALIBABA)
+    assert refused.exit_code == 1 and "--skip-violating" not in refused.stderr
+
+
+def test_refusal_suggests_skipping_only_when_some_units_are_clean(book: Ledger) -> None:
+    to_received(book, ["PQ1", "PQ2"], skip="inspected")
+    step(book, "inspected", "uslab", ["PQ1"], *PASS)
+    step(book, "duty-paid", "cbp", ["PQ1", "PQ2"], *duty(["PQ1", "PQ2"], "E-PQ"))
+    refused = book.record("re-exported", "nvidia", ["PQ1", "PQ2"], *TO_ALIBABA)
+    assert refused.exit_code == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--allow-violation" in refused.stderr and "--skip-violating" in refused.stderr
 
 
 def test_precheck_cap_counts_within_one_statement(book: Ledger) -> None:

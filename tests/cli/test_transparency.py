@@ -395,7 +395,7 @@ def test_cosign_state_file_problems(sqlite_ledger: Ledger, tmp_path: Path) -> No
         result = ledger.cli("cosign", str(cp), "--name", name, "--key", witness)
         assert result.exit_code == 2 and "witness name" in result.stderr
     result = ledger.cli("cosign", str(tmp_path / "missing.txt"), "--name", "w1", "--key", witness)
-    assert result.exit_code == 2 and "no checkpoint at" in result.stderr
+    assert result.exit_code == 2 and "no such file" in result.stderr
 
 
 def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
@@ -640,7 +640,7 @@ def test_verify_proof_bad_input_probes(sqlite_ledger: Ledger, tmp_path: Path) ->
             wrong.append(f"{name}: exit {result.exit_code} (want {expected}) {result.stderr.strip()!r}")
     assert not wrong, "\n".join(wrong)
     missing = ledger.cli("verify-proof", str(tmp_path / "nope.json"), "--trust", ledger.pub("authority"))
-    assert missing.exit_code == 2 and "no proof at" in missing.stderr
+    assert missing.exit_code == 2 and "no such file" in missing.stderr
     no_trust = ledger.cli("verify-proof", str(tmp_path / "Z1.json"))
     assert no_trust.exit_code == 2
     bad_key = ledger.cli("verify-proof", str(tmp_path / "Z1.json"), "--trust", str(tmp_path / "Z1.json"))

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from tests.unit.test_statement import GOOD_DATA, WIDTH_CHOICES, _body, _fits, _good, encode
 
 from ledger import canonical, statement
 from ledger.errors import EncodingInvalid
+from tests.unit.test_statement import GOOD_DATA, WIDTH_CHOICES, _body, _fits, _good, encode
 
 
 def reference(body: bytes) -> statement.Fields | None:

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commands._common import json_text
+from commands.render import json_text
 
 _LEAVES = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text()
 _DOCUMENTS = st.recursive(

@@ -494,7 +494,7 @@ def test_cli_tampered_database_fails_with_any_workers(sqlite_ledger: Ledger) -> 
 
 
 def test_tamper_suite_with_all_workers() -> None:
-    """The adversarial suite (`test_tamper.py`, SQLite) again, every verification in worker processes
+    """The adversarial suite (`adversarial/test_tamper.py`, SQLite) again, every verification in worker processes
     with tiny chunks (`tests/all_workers.py`): the same probes must fail the same way."""
     import os
     import subprocess

@@ -1,0 +1,233 @@
+"""Everything `custody` prints: stdout written once, JSON, statement steps, findings, report tables and CSV.
+
+Data goes to stdout through `out`, diagnostics to stderr through `say` and `warn`. A reader that closes
+the pipe early (`custody verify | head`) silences stdout for the rest of the command, which goes on to
+its own exit status (DESIGN.md: the status is the command's, not the pipe's).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import typer
+
+from ledger import reports, values
+from ledger.history import Step
+from ledger.state import Finding
+
+FINDINGS_SHOWN = 50  # findings `verify` lists in text; the compliance report lists them all
+
+
+# --- the two streams ---------------------------------------------------------------------------------
+
+
+def silence_stdout() -> None:
+    """After a closed pipe: send the rest of stdout (and what is still buffered) to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (a test runner's buffer)
+        pass
+    finally:
+        os.close(devnull)
+
+
+def out(text: str = "", *, nl: bool = True) -> None:
+    """One piece of data on stdout; a closed pipe makes this and every later write a quiet no-op."""
+    try:
+        typer.echo(text, nl=nl)
+    except BrokenPipeError:
+        silence_stdout()
+
+
+def out_lines(lines: Iterable[str]) -> None:
+    for line in lines:
+        out(line)
+
+
+def say(text: str) -> None:
+    """One diagnostic line on stderr, `custody: …`, whitespace folded so that it stays one line."""
+    typer.echo(f"custody: {' '.join(text.split())}", err=True)
+
+
+def warn(text: str) -> None:
+    say(f"warning: {text}")
+
+
+# --- JSON ---------------------------------------------------------------------------------------------
+
+
+def json_text(document: Any) -> str:
+    """`json.dumps(document, indent=2, ensure_ascii=False)`, in C where msgspec can: the same text ten times
+    faster (a verification's findings run to megabytes). What msgspec refuses (an integer beyond 64 bits, a
+    lone surrogate) takes the standard library's way."""
+    try:
+        return msgspec.json.format(msgspec.json.encode(document), indent=2).decode()
+    except (TypeError, ValueError, OverflowError, UnicodeError, msgspec.MsgspecError):
+        return json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False)
+
+
+def print_json(document: Any) -> None:
+    out(json_text(document))
+
+
+def hexify(value: Any) -> Any:
+    """Statement data as DESIGN.md shows it: bytes become hex, everything else as stored."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: hexify(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [hexify(v) for v in value]
+    return value
+
+
+finding_json = reports.finding_json
+
+
+def step_json(step: Step) -> dict[str, Any]:
+    """One step of a unit's history as `history --json` gives it (and `verify-proof --json`)."""
+    s = step.statement
+    return {"index": step.index, "kind": s.kind, "at": values.format_time(s.at), "signer": s.signer,
+            "participant": step.participant, "hash": s.hash.hex(), "data": hexify(dict(s.data))}
+
+
+# --- a unit's steps and findings, as text ----------------------------------------------------------
+
+
+def step_lines(steps: Sequence[Step]) -> list[str]:
+    """One line per step: index, time, kind, signer, then the data as key=value."""
+    lines = []
+    for step in steps:
+        doc = step_json(step)
+        details = ", ".join(f"{k}={v}" for k, v in doc["data"].items())
+        lines.append(f"  #{doc['index']:<6} {doc['at']:24} {doc['kind']:14} by {doc['participant'] or '?':12} "
+                     f"{details}")
+    return lines
+
+
+def unit_finding_lines(findings: Iterable[Finding]) -> list[str]:
+    return [f"  ! {f.code} at index {f.index}: {f.detail}" for f in findings]
+
+
+def finding_lines(findings: Sequence[Finding], total: int) -> list[str]:
+    """The first findings of a verification, one a line, and how many more there are."""
+    lines = [f"  {f.code:24} {f.serial or '-':20} index {f.index}: {f.detail}" for f in findings[:FINDINGS_SHOWN]]
+    if total > FINDINGS_SHOWN:
+        lines.append(f"  … and {total - FINDINGS_SHOWN} more (see `custody report compliance`)")
+    return lines
+
+
+# --- reports ------------------------------------------------------------------------------------------
+
+
+def dollars(cents: int) -> str:
+    whole, rest = divmod(abs(cents), 100)
+    return f"{'-' if cents < 0 else ''}${whole:,}.{rest:02d}"
+
+
+def table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    """Columns padded to their widest cell; text left-aligned, numbers right-aligned."""
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    numeric = [all(r[i].lstrip("-$").replace(",", "").replace(".", "").isdigit() for r in cells[1:] if r[i])
+               and len(cells) > 1 for i in range(len(header))]
+    return ["  " + "  ".join(c.rjust(w) if n else c.ljust(w)
+                             for c, w, n in zip(r, widths, numeric, strict=True)).rstrip() for r in cells]
+
+
+_CUSTOMER_COLUMNS = ("customer", "status", "cap", "consigned", "received", "remaining", "over cap")
+
+
+def _customer_rows(customers: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(c["id"], c["status"], c["cap"], c["consigned"], c["received"], c["remaining"], c["over_cap"])
+            for c in customers]
+
+
+def report_lines(report: reports.Report) -> list[str]:
+    """A report as a person reads it."""
+    doc = report.document
+    head = f"{report.name} report as of {doc['as_of']} (log size {doc['log_size']})"
+    if report.name == "compliance":
+        found = doc["findings"]
+        if not found:
+            return [head, "no findings: compliant"]
+        lines = [head, f"{len(found)} finding(s):"]
+        for code, count in doc["counts"].items():
+            lines.append(f"{code} ({count})")
+            lines += [f"  {f['serial'] or '-':24} index {f['index']:<7} {f['detail']}"
+                      for f in found if f["code"] == code]
+        return lines
+    if report.name == "duty":
+        rows: list[tuple[Any, ...]] = [
+            (e["entry"], e["units"], dollars(e["entered_value_cents"]), dollars(e["duty_due_cents"]),
+             dollars(e["paid_cents"]), dollars(e["shortfall_cents"])) for e in doc["entries"]]
+        t = doc["total"]
+        rows.append((f"total ({t['entries']} entries)", t["units"], dollars(t["entered_value_cents"]),
+                     dollars(t["duty_due_cents"]), dollars(t["paid_cents"]), dollars(t["shortfall_cents"])))
+        return [head, *table(("entry", "units", "entered value", "duty due", "paid", "shortfall"), rows)]
+    if report.name == "customers":
+        if not doc["customers"]:
+            return [head, "no customers"]
+        return [head, *table(_CUSTOMER_COLUMNS, _customer_rows(doc["customers"]))]
+    lines = [head, f"{doc['total']} unit(s) by current step:"]
+    lines += table(("step", "units"), list(doc["steps"].items()))
+    if doc["overdue"]:
+        lines.append(f"{len(doc['overdue'])} overdue (oldest first):")
+        lines += table(("serial", "step", "index", "since", "days waiting"),
+                       [(o["serial"], o["step"], o["index"], o["since"], o["days_waiting"])
+                        for o in doc["overdue"]])
+    else:
+        lines.append("none overdue")
+    return lines
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def emit(report: reports.Report, *, json_out: bool = False, csv_out: bool = False) -> None:
+    """Print a report: one JSON document, a CSV table, or text."""
+    if json_out:
+        print_json(report.document)
+    elif csv_out:
+        out(csv_text(report.columns, report.rows), nl=False)
+    else:
+        out_lines(report_lines(report))
+
+
+def summary_lines(summary: dict[str, Any], *, rebuilt: bool) -> list[str]:
+    """`replay`'s summary as text."""
+    what = "rebuilt the views from" if rebuilt else "replayed"
+    policy = summary["policy"]
+    under = f"under the what-if policy {policy['name']}" if policy["what_if"] else \
+        f"under the recorded policies (latest: {policy['name']})"
+    through = f", through index {summary['last_index']}" if summary["last_index"] is not None else ""
+    lines = [f"{what} {summary['folded']} of {summary['log_size']} statements{through}, {under}, "
+             f"as of {summary['as_of']}"]
+    units = summary["units"]
+    steps = ", ".join(f"{step} {n}" for step, n in units["steps"].items())
+    lines.append(f"units: {units['total']} ({steps})")
+    found = summary["findings"]
+    codes = ", ".join(f"{code} {n}" for code, n in found["counts"].items())
+    lines.append(f"findings: {found['total']}" + (f" ({codes})" if codes else ""))
+    d = summary["duty"]
+    lines.append(f"duty: {d['entries']} entries, {d['units']} units, "
+                 f"entered {dollars(d['entered_value_cents'])}, due {dollars(d['duty_due_cents'])}, "
+                 f"paid {dollars(d['paid_cents'])}, "
+                 f"shortfall {dollars(d['shortfall_cents'])}")
+    if summary["customers"]:
+        lines.append("customers:")
+        lines += table(_CUSTOMER_COLUMNS, _customer_rows(summary["customers"]))
+    return lines
