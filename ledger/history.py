@@ -47,5 +47,3 @@ def unit_history(store: Store, serial: str, *, until: int | None = None, now_us:
     last = steps[-1].index
     findings = tuple(f for f in state.findings if f.serial == serial and f.index <= last)
     return History(serial, tuple(steps), findings)
-
-

@@ -119,7 +119,7 @@ def _check(where: str, key: str, kind: str, value: object) -> Any:
         return _check_strings(where, key, value, ids=kind == "ids")
     if kind == "country":
         if not isinstance(value, str) or COUNTRY_PATTERN.fullmatch(value) is None:
-            raise PolicyInvalid(f"{where}: {key} must be two capital letters (ISO 3166 alpha-2), e.g. \"US\"")
+            raise PolicyInvalid(f'{where}: {key} must be two capital letters (ISO 3166 alpha-2), e.g. "US"')
         return value
     if kind == "days":
         return _check_days(where, value)

@@ -533,4 +533,3 @@ def export_epcis(store: Store, path: Path, *, upto: int | None = None, now: int 
         out.flush()
         out.detach()  # `_replacing` syncs and closes the file itself
     return EpcisExported(path, count, events)
-

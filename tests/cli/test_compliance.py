@@ -292,6 +292,7 @@ def test_signed_after_revocation(book: Ledger) -> None:
     make_keys(book.dir / "keys", ["carrier2"])
     book.cli("participant", "add", "dhl", "--role", "carrier", "--pubkey", book.pub("carrier2"), "--country",
              "US", "--key", book.key("authority"), ok=True)
+
     def days_ago(days: float) -> str:
         return values.format_time(append.now_us() - int(days * values.MICROS_PER_DAY))
 

@@ -662,6 +662,7 @@ def test_proof_steps_from_a_foreign_unit_are_refused(sqlite_ledger: Ledger, tmp_
     trusted = [public(ledger, "authority")]
     now = int(datetime.now(UTC).timestamp() * 1e6)
     # Y2's steps under Y1's name; Y1's shipment swapped for Y2's (valid inclusion, wrong chain)
+
     def by_index(entries: set[transparency.ProofEntry]) -> tuple[transparency.ProofEntry, ...]:
         return tuple(sorted(entries, key=lambda e: e.index))
 

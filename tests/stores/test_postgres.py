@@ -160,7 +160,7 @@ class FakePostgres:
             return
         password = self._read(conn, struct.unpack("!I", self._read(conn, 4))[0] - 4)
         self.passwords.append(password.rstrip(b"\0").decode())
-        message = b"SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user \"alice\"\0\0"
+        message = b'SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user "alice"\0\0'
         conn.sendall(b"E" + struct.pack("!I", len(message) + 4) + message)
 
 

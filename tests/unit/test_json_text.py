@@ -32,5 +32,5 @@ def test_what_msgspec_refuses_still_prints() -> None:
 
 
 def test_empty_containers_and_escapes() -> None:
-    document = {"a": [], "b": {}, "c": [1, {"x": "é\u2028\x7f\x00\n\"\\"}], "d": None, "e": True}
+    document = {"a": [], "b": {}, "c": [1, {"x": 'é\u2028\x7f\x00\n"\\'}], "d": None, "e": True}
     assert json_text(document) == _reference(document)

@@ -61,6 +61,7 @@ SOME_HASH = bytes.fromhex("abacaba0000000000000000000000000000000000000000000600
 
 LEAVES = [leaf_hash(i.to_bytes(4, "big")) for i in range(700)]
 
+
 def _prefix_roots() -> list[bytes]:
     roots, cr = [EMPTY_ROOT], CompactRange.empty()
     for h in LEAVES:

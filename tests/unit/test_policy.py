@@ -147,7 +147,7 @@ def test_source_is_kept_exactly() -> None:
 def test_a_different_policy() -> None:
     text = (with_line("duty_rate_bp", "duty_rate_bp = 0")
             .replace('["tsmc"]', '["tsmc", "samsung.fab-1"]')
-            .replace("allowed_models = [\"H200-SXM5-141GB\", \"H200-NVL-141GB\"]", "allowed_models = []")
+            .replace('allowed_models = ["H200-SXM5-141GB", "H200-NVL-141GB"]', "allowed_models = []")
             .replace("inspected = 30", "inspected = 0"))
     policy = parse_policy(text)
     assert policy.duty_rate_bp == 0
@@ -165,7 +165,7 @@ def test_inline_table_for_overdue_days() -> None:
 
 
 def test_unknown_top_level_key() -> None:
-    assert refused('foo = 1\n' + DEFAULT_TEXT) == "policy: unknown key 'foo'"
+    assert refused("foo = 1\n" + DEFAULT_TEXT) == "policy: unknown key 'foo'"
 
 
 def test_unknown_table() -> None:
@@ -252,7 +252,7 @@ def test_overdue_days_must_be_a_table(value: str) -> None:
 
 
 def test_unknown_keys_are_reported_before_missing_ones() -> None:
-    assert refused(with_line("name", "nmae = \"x\"")) == "policy: unknown key 'nmae'"
+    assert refused(with_line("name", 'nmae = "x"')) == "policy: unknown key 'nmae'"
 
 
 @pytest.mark.parametrize(("text", "line"), [
