@@ -10,6 +10,7 @@ import typer
 from commands import render
 from commands._common import DbOption, JsonOption, open_store, progress
 from commands._errors import EXIT_INTEGRITY, EXIT_NONCOMPLIANT
+from commands._gc import collector_paused
 from ledger import append, keys, limits, values
 from ledger import verify as verification
 from ledger.errors import BadInput
@@ -51,11 +52,12 @@ def verify(
     if bundle is not None:
         if not bundle.exists():
             raise BadInput(f"no bundle at {bundle}")
-        with progress("verifying", None) as advance:
+        with progress("verifying", None) as advance, collector_paused():
             options.progress = advance
             report = verification.verify_bundle(bundle, options)
     else:
-        with open_store(db, readonly=True) as store, progress("verifying", store.size()) as advance:
+        with open_store(db, readonly=True) as store, progress("verifying", store.size()) as advance, \
+                collector_paused():
             options.progress = advance
             report = verification.verify_store(store, options)
     for warning in report.warnings:

@@ -9,6 +9,7 @@ import typer
 
 from commands import render
 from commands._common import DbOption, db_url, open_store, progress
+from commands._gc import collector_paused
 from ledger import transfer
 from ledger.store import redact
 
@@ -35,7 +36,7 @@ def import_bundle(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help=
                   db: DbOption = None) -> None:
     """Verify a bundle, then append it to an empty ledger or to the ledger it extends."""
     url = db_url(db)
-    with progress("verifying", None) as advance:
+    with progress("verifying", None) as advance, collector_paused():
         plan = transfer.prepare_import(url, bundle, progress=advance)
     with progress("importing", max(plan.statements - plan.target_size, 0)) as advance:
         done = transfer.run_import(plan, progress=advance)

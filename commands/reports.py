@@ -9,6 +9,7 @@ import typer
 
 from commands import render
 from commands._common import DbOption, JsonOption, open_store, progress
+from commands._gc import collector_paused
 from ledger import append, reports, values
 from ledger.errors import BadInput
 from ledger.policy import load_policy_file
@@ -40,10 +41,11 @@ def replay(
     what_if = load_policy_file(policy_file) if policy_file is not None else None
     now = append.now_us()
     if rebuild:
-        with open_store(db) as store, progress("rebuilding views", store.size()) as advance:
+        with open_store(db) as store, progress("rebuilding views", store.size()) as advance, collector_paused():
             summary = reports.rebuild_summary(store, now_us=now, progress=advance, workers=workers)
     else:
-        with open_store(db, readonly=True) as store, progress("replaying", store.size()) as advance:
+        with open_store(db, readonly=True) as store, progress("replaying", store.size()) as advance, \
+                collector_paused():
             summary = reports.replay_summary(store, now_us=now, until=when, upto=upto, policy=what_if,
                                              progress=advance, workers=workers)
     if json_out:

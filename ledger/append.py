@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import fold, limits, merkle, rules, views
+from ledger import driver, fold, limits, merkle, rules, views
 from ledger.aggregates import stored_log_event, stored_unit_link
 from ledger.errors import BadInput, Conflict, IntegrityError, Refused, StoreError, ViolationsFound
 from ledger.keys import PrivateKey
@@ -124,11 +124,10 @@ class Batch:
         self._ensure_serials(serials)
         return [(s, self.state.units[s].head if s in self.state.units else ZERO_HASH) for s in serials]
 
-    def check(self, statement: Statement) -> list[UnitState] | None:
-        """The hard rules for `statement` as the next log entry; raises the broken rule. Returns what
-        `rules.check` does: the records of a later step's units."""
+    def check(self, statement: Statement) -> None:
+        """The hard rules for `statement` as the next log entry; raises the broken rule."""
         self._ensure(statement)
-        return rules.check(self.state, statement, self.size, self.clock())
+        rules.check(self.state, statement, self.size, self.clock())
 
     def check_limits(self, statement: Statement) -> None:
         """Refuse (`BadInput`) what an honest writer never logs though the hard rules allow it: amounts
@@ -161,9 +160,9 @@ class Batch:
 
     def add(self, statement: Statement) -> list[Finding]:
         """Check and fold `statement` as the next entry and queue its events."""
-        records = self.check(statement)
+        self._ensure(statement)
         index = self.size
-        found = fold.apply(self.state, index, statement, records)
+        found = driver.admit(self.state, index, statement, self.clock())
         if index == 0:
             self.origin = self.state.origin
         self.range = self.range.append(merkle.leaf_hash(statement.wire))

@@ -1,7 +1,8 @@
 """The one fold: (state, statement) → state, yielding DESIGN.md's compliance findings.
 
-Materialised views, replay, `verify` and `record`'s pre-check all run `apply`. It assumes the
-statement passed `rules.check`; it updates `state` in place (a year is millions of unit-steps, so
+Materialised views, replay, `verify` and `record`'s pre-check all run `apply`, through `ledger.driver`
+(which runs `rules.check` first). `apply` dispatches on the statement's kind: `FOLDS` maps each kind to
+the one function that folds it. It updates `state` in place (a year is millions of unit-steps, so
 copying immutable state per statement is not an option) and returns the findings the statement adds,
 which it has also appended to `state.findings`. Given equal states and statements it always yields
 equal results: no clock, no I/O.
@@ -10,13 +11,14 @@ equal results: no clock, no I/O.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from ledger.policy import Policy, duty_due, parse_policy
 from ledger.state import STAGE, Customer, DutyEntry, Finding, KeyInfo, Participant, State, UnitState
 from ledger.statement import Statement, key_id
 
 US_PER_DAY = 86_400 * 1_000_000
+Serials = tuple[str, ...]
 _SERIAL = operator.itemgetter(0)  # of a statement's (serial, prev) pair
 
 
@@ -31,47 +33,60 @@ def _flag(state: State, out: list[Finding], unit: UnitState | None, serial: str 
     state.findings.append(finding)
 
 
-def _apply_admin(state: State, index: int, statement: Statement, out: list[Finding]) -> None:
-    data = statement.data
-    kind = statement.kind
-    state.admin[statement.hash] = index
-    if kind == "ledger_opened":
-        state.origin = statement.origin
-        state.operator = data["operator"]
-        _set_policy(state, index, data["policy"])
-        for public in data["authorities"]:
-            state.keys[key_id(public)] = KeyInfo(public, None, authority=True)
-    elif kind == "participant_registered":
-        pid = data["id"]
-        state.participants[pid] = Participant(pid, data["name"], data["country"], tuple(data["roles"]),
-                                              index)
-        kid = key_id(data["key"])
-        if kid not in state.keys:
-            state.keys[kid] = KeyInfo(data["key"], pid)
-    elif kind == "key_revoked":
-        kid = key_id(data["key"])
-        info = state.keys.get(kid)
-        if info is None:  # only where a replay by time left the key's registration out
-            info = state.keys[kid] = KeyInfo(data["key"], None)
-        effective: int = data["effective"]
-        if info.revoked_index is None:
-            info.revoked_index, info.effective = index, effective
-            _flag_signed_after(state, kid, effective, None, index, out)
-        elif info.effective is None or effective < info.effective:
-            # a later revocation with an earlier effect: flag what the first one did not reach
-            _flag_signed_after(state, kid, effective, info.effective, index, out)
-            info.effective = effective
-    elif kind == "customer_approved":
-        customer = state.customers.setdefault(data["id"], Customer(data["id"]))
-        customer.cap, customer.license = data["cap"], data["license"]
-        customer.valid_until = data.get("valid_until")
-        customer.approved, customer.suspended = True, False
-    elif kind == "customer_suspended":
-        customer = state.customers.setdefault(data["id"], Customer(data["id"]))
-        customer.suspended = True
-    elif kind == "policy_issued":
-        _set_policy(state, index, data["policy"])
+# --- administrative statements: what follows them in the log sees what they change ----------------------
 
+
+def _opened(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    data = statement.data
+    state.origin = statement.origin
+    state.operator = data["operator"]
+    _set_policy(state, index, data["policy"])
+    for public in data["authorities"]:
+        state.keys[key_id(public)] = KeyInfo(public, None, authority=True)
+    return ()
+
+def _registered(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    data = statement.data
+    pid = data["id"]
+    state.participants[pid] = Participant(pid, data["name"], data["country"], tuple(data["roles"]), index)
+    kid = key_id(data["key"])
+    if kid not in state.keys:
+        state.keys[kid] = KeyInfo(data["key"], pid)
+    return ()
+
+def _revoked(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    data = statement.data
+    kid = key_id(data["key"])
+    info = state.keys.get(kid)
+    if info is None:  # only where a replay by time left the key's registration out
+        info = state.keys[kid] = KeyInfo(data["key"], None)
+    effective: int = data["effective"]
+    if info.revoked_index is None:
+        info.revoked_index, info.effective = index, effective
+        _flag_signed_after(state, kid, effective, None, index, out)
+    elif info.effective is None or effective < info.effective:
+        # a later revocation with an earlier effect: flag what the first one did not reach
+        _flag_signed_after(state, kid, effective, info.effective, index, out)
+        info.effective = effective
+    return ()
+
+def _approved(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    data = statement.data
+    customer = state.customers.setdefault(data["id"], Customer(data["id"]))
+    customer.cap, customer.license = data["cap"], data["license"]
+    customer.valid_until = data.get("valid_until")
+    customer.approved, customer.suspended = True, False
+    return ()
+
+def _suspended(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    customer = state.customers.setdefault(statement.data["id"], Customer(statement.data["id"]))
+    customer.suspended = True
+    return ()
+
+
+def _policy_issued(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    _set_policy(state, index, statement.data["policy"])
+    return ()
 
 def _set_policy(state: State, index: int, text: str) -> None:
     """A recorded policy acts on what follows it, unless a what-if policy replaces them all."""
@@ -92,7 +107,13 @@ def _flag_signed_after(state: State, kid: str, effective: int, before: int | Non
             _flag(state, out, state.units.get(serial), serial, "SIGNED_AFTER_REVOCATION", index, detail)
 
 
-def _apply_fabricated(state: State, index: int, statement: Statement, out: list[Finding]) -> tuple[str, ...]:
+# --- custody steps: one function per kind, each over the statement's units in their order -------------
+#
+# A shipment is a thousand units: what a statement decides for all of them (its policy tests, its
+# customer) is worked out once, before the loop over its units.
+
+
+def _fabricated(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
     policy = state.policy
     model = statement.data["model"]
     fab = state.participant_of(statement.signer)
@@ -110,6 +131,121 @@ def _apply_fabricated(state: State, index: int, statement: Statement, out: list[
     return serials
 
 
+def _moved(state: State, index: int, statement: Statement, out: list[Finding],
+           repeated: Callable[[UnitState], bool] | None = None) -> list[UnitState]:
+    """Move each unit of a step other than `fabricated` to the statement, flagging what the stages say
+    (`repeated`: the unit already took this step, which may happen once); returns the units' records.
+
+    What each kind adds is done by its own function afterwards, on the records returned."""
+    kind = statement.kind
+    stage = STAGE[kind]
+    routed = stage >= 3  # a step that needs the unit shipped to the US first
+    records = list(map(state.units.__getitem__, map(_SERIAL, statement.units)))
+    head, at = statement.hash, statement.at
+    for unit in records:
+        if unit.received or stage < unit.stage or (repeated is not None and repeated(unit)):
+            _flag(state, out, unit, unit.serial, "OUT_OF_ORDER", index, f"{kind} after {unit.step}")
+        if routed and not unit.shipped:
+            _flag(state, out, unit, unit.serial, "NOT_ROUTED_VIA_US", index, f"{kind} without shipped_to_us")
+        unit.head = head
+        unit.at = at
+        unit.index = index
+        unit.step = kind
+        if unit.stage < stage:
+            unit.stage = stage
+        unit.links += 1
+    return records
+
+
+_SHIPPED = operator.attrgetter("shipped")
+_EXPORTED = operator.attrgetter("exported")
+_UNIT_SERIAL = operator.attrgetter("serial")
+
+
+def _serials_of(records: list[UnitState]) -> Serials:
+    """The units' own serial strings (what `state.signed` keeps: not one more string per unit-step)."""
+    return tuple(map(_UNIT_SERIAL, records))
+
+
+def _shipped_to_us(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    records = _moved(state, index, statement, out, _SHIPPED)
+    for unit in records:
+        unit.shipped = True
+    return _serials_of(records)
+
+
+def _inspected(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    data, policy = statement.data, state.policy
+    result = data["result"]
+    outside = ""
+    if data["country"] != policy.inspection_country:
+        outside = f"inspected in {data['country']}, not {policy.inspection_country}"
+    records = _moved(state, index, statement, out)
+    for unit in records:
+        unit.inspection = result
+        if outside:
+            _flag(state, out, unit, unit.serial, "INSPECTION_OUTSIDE_US", index, outside)
+    return _serials_of(records)
+
+
+def _duty_paid(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    underpaid, undervalued = _enter_duty(state, statement)
+    records = _moved(state, index, statement, out)
+    for unit in records:
+        unit.duty_paid = True
+        if underpaid:
+            _flag(state, out, unit, unit.serial, "UNDERPAID_DUTY", index, underpaid)
+        if undervalued:
+            _flag(state, out, unit, unit.serial, "UNDERVALUED_ENTRY", index, undervalued)
+    return _serials_of(records)
+
+
+def _re_exported(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    consignee: str = statement.data["consignee"]
+    customer = state.customers.get(consignee)
+    in_force = customer is not None and customer.in_force(statement.at)  # unchanged within a statement
+    records = _moved(state, index, statement, out, _EXPORTED)
+    for unit in records:
+        serial = unit.serial
+        if unit.inspection != "pass" or not unit.duty_paid:
+            _before_release(state, unit, index, out, "re-exported")
+        if customer is None or not in_force:
+            _flag(state, out, unit, serial, "UNAPPROVED_CUSTOMER", index, f"{consignee} has no approval in force")
+        elif consignee not in unit.counted:  # distinct units: re-exported twice to one customer, one
+            unit.counted = (*unit.counted, consignee)
+            customer.consigned += 1
+            if customer.consigned > customer.cap:
+                customer.over_cap += 1
+                _flag(state, out, unit, serial, "CAP_EXCEEDED", index,
+                      f"unit {customer.consigned} for {consignee}, cap {customer.cap}")
+        unit.exported = True
+        unit.consignee = consignee
+    return _serials_of(records)
+
+
+def _received(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    signer_party = state.participant_of(statement.signer)
+    receiver: Customer | None = None
+    if signer_party is not None:
+        receiver = state.customers.get(signer_party)
+        if receiver is None:
+            receiver = state.customers[signer_party] = Customer(signer_party)
+    records = _moved(state, index, statement, out)
+    for unit in records:
+        serial = unit.serial
+        if unit.inspection != "pass" or not unit.duty_paid:
+            _before_release(state, unit, index, out, "received")
+        if not unit.exported:
+            _flag(state, out, unit, serial, "SKIPPED_EXPORT", index, "received without re-export")
+        elif unit.consignee != signer_party:
+            _flag(state, out, unit, serial, "DIVERSION", index,
+                  f"received by {signer_party}, consigned to {unit.consignee}")
+        if receiver is not None and not unit.received:
+            receiver.received += 1
+        unit.received = True
+    return _serials_of(records)
+
+
 def _before_release(state: State, unit: UnitState, index: int, out: list[Finding], what: str) -> None:
     """The checks that re-export and receipt share: inspected, passed, duty paid."""
     serial = unit.serial
@@ -119,106 +255,6 @@ def _before_release(state: State, unit: UnitState, index: int, out: list[Finding
         _flag(state, out, unit, serial, "FAILED_INSPECTION", index, f"{what} after a failed inspection")
     if not unit.duty_paid:
         _flag(state, out, unit, serial, "SKIPPED_DUTY", index, f"{what} without duty paid")
-
-
-def _apply_step(state: State, index: int, statement: Statement, out: list[Finding],
-                records: Sequence[UnitState] | None) -> tuple[str, ...]:
-    """Fold a step other than `fabricated` into each of its units (`records`, their records, if the rules
-    looked them up already); returns the units' own serial strings.
-
-    One pass over the units with the statement's invariants worked out first, for its kind only: a
-    shipment is a thousand units, and the same few tests run for each.
-    """
-    kind = statement.kind
-    stage = STAGE[kind]
-    routed = stage >= 3  # a step that needs the unit shipped to the US first
-    shipping = inspecting = paying = exporting = receiving = False
-    result = outside = underpaid = undervalued = consignee = ""
-    customer: Customer | None = None
-    in_force = False  # the approval does not change while one statement is folded
-    signer_party: str | None = None
-    receiver: Customer | None = None
-    if kind == "shipped_to_us":
-        shipping = True
-    elif kind == "inspected":
-        inspecting = True
-        data, policy = statement.data, state.policy
-        result = data["result"]
-        if data["country"] != policy.inspection_country:
-            outside = f"inspected in {data['country']}, not {policy.inspection_country}"
-    elif kind == "duty_paid":
-        paying = True
-        underpaid, undervalued = _enter_duty(state, statement)
-    elif kind == "re_exported":
-        exporting = True
-        consignee = statement.data["consignee"]
-        customer = state.customers.get(consignee)
-        in_force = customer is not None and customer.in_force(statement.at)
-    elif kind == "received":
-        receiving = True
-        signer_party = state.participant_of(statement.signer)
-        if signer_party is not None:
-            receiver = state.customers.get(signer_party)
-            if receiver is None:
-                receiver = state.customers[signer_party] = Customer(signer_party)
-    head, at = statement.hash, statement.at
-    if records is None:
-        units = state.units
-        records = [units[serial] for serial, _ in statement.units]
-    serials: list[str] = []
-    for unit in records:
-        serial = unit.serial
-        serials.append(serial)
-        if unit.received or stage < unit.stage or (shipping and unit.shipped) or (exporting and unit.exported):
-            _flag(state, out, unit, serial, "OUT_OF_ORDER", index, f"{kind} after {unit.step}")
-        if routed and not unit.shipped:
-            _flag(state, out, unit, serial, "NOT_ROUTED_VIA_US", index, f"{kind} without shipped_to_us")
-        if shipping:
-            unit.shipped = True
-        elif inspecting:
-            unit.inspection = result
-            if outside:
-                _flag(state, out, unit, serial, "INSPECTION_OUTSIDE_US", index, outside)
-        elif paying:
-            unit.duty_paid = True
-            if underpaid:
-                _flag(state, out, unit, serial, "UNDERPAID_DUTY", index, underpaid)
-            if undervalued:
-                _flag(state, out, unit, serial, "UNDERVALUED_ENTRY", index, undervalued)
-        elif exporting:
-            if unit.inspection != "pass" or not unit.duty_paid:
-                _before_release(state, unit, index, out, "re-exported")
-            if customer is None or not in_force:
-                _flag(state, out, unit, serial, "UNAPPROVED_CUSTOMER", index,
-                      f"{consignee} has no approval in force")
-            elif consignee not in unit.counted:  # distinct units: re-exported twice to one customer, one
-                unit.counted = (*unit.counted, consignee)
-                customer.consigned += 1
-                if customer.consigned > customer.cap:
-                    customer.over_cap += 1
-                    _flag(state, out, unit, serial, "CAP_EXCEEDED", index,
-                          f"unit {customer.consigned} for {consignee}, cap {customer.cap}")
-            unit.exported = True
-            unit.consignee = consignee
-        elif receiving:
-            if unit.inspection != "pass" or not unit.duty_paid:
-                _before_release(state, unit, index, out, "received")
-            if not unit.exported:
-                _flag(state, out, unit, serial, "SKIPPED_EXPORT", index, "received without re-export")
-            elif unit.consignee != signer_party:
-                _flag(state, out, unit, serial, "DIVERSION", index,
-                      f"received by {signer_party}, consigned to {unit.consignee}")
-            if receiver is not None and not unit.received:
-                receiver.received += 1
-            unit.received = True
-        unit.head = head
-        unit.at = at
-        unit.index = index
-        unit.step = kind
-        if unit.stage < stage:
-            unit.stage = stage
-        unit.links += 1
-    return tuple(serials)
 
 
 def _enter_duty(state: State, statement: Statement) -> tuple[str, str]:
@@ -244,21 +280,32 @@ def _enter_duty(state: State, statement: Statement) -> tuple[str, str]:
     return underpaid, undervalued
 
 
-def apply(state: State, index: int, statement: Statement,
-          records: Sequence[UnitState] | None = None) -> list[Finding]:
-    """Fold one statement that passed `rules.check` into `state`; return the findings it adds.
+# What each kind does to the state: the one table the fold dispatches on. A kind without an entry
+# cannot be folded (`rules.check` and the decoder refuse it first).
+# Each returns the serials of the units it moved, as the state holds them.
+Fold = Callable[[State, int, Statement, list[Finding]], Serials]
+FOLDS: dict[str, Fold] = {
+    "ledger_opened": _opened,
+    "participant_registered": _registered,
+    "key_revoked": _revoked,
+    "customer_approved": _approved,
+    "customer_suspended": _suspended,
+    "policy_issued": _policy_issued,
+    "fabricated": _fabricated,
+    "shipped_to_us": _shipped_to_us,
+    "inspected": _inspected,
+    "duty_paid": _duty_paid,
+    "re_exported": _re_exported,
+    "received": _received,
+}
 
-    `records`: what `rules.check` returned for this statement against this very state (the records of a
-    later step's units), so that each unit is looked up once; without them they are looked up here."""
+
+def apply(state: State, index: int, statement: Statement) -> list[Finding]:
+    """Fold one statement that passed `rules.check` into `state`; return the findings it adds."""
     out: list[Finding] = []
-    serials: tuple[str, ...] = ()
-    if statement.units:
-        if statement.kind == "fabricated":
-            serials = _apply_fabricated(state, index, statement, out)
-        else:
-            serials = _apply_step(state, index, statement, out, records)
-    else:
-        _apply_admin(state, index, statement, out)
+    serials = FOLDS[statement.kind](state, index, statement, out)
+    if not serials:  # an exact copy of a statement without units, appended again, is a replay
+        state.admin[statement.hash] = index
     signer = statement.signer
     signed = state.signed.get(signer)
     if signed is None:

@@ -16,7 +16,6 @@ than to decode: workers get (body, signature, key) and answer one byte each.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import multiprocessing
 import os
@@ -28,7 +27,7 @@ from typing import Any
 import msgspec
 
 from ledger import merkle
-from ledger.errors import IntegrityError, WorkerLost
+from ledger.errors import EncodingInvalid, IntegrityError, WorkerLost
 from ledger.statement import Statement, decode, key_id, signature_valid
 from ledger.store import Store
 
@@ -40,9 +39,16 @@ WINDOW_AHEAD = 8  # chunks decoded ahead of the fold, besides those: bounded mem
 PIPE_BYTES = 1 << 20  # a worker's input pipe: its queued chunks (at most QUEUED_PER_WORKER · CHUNK_BYTES)
 MIN_STATEMENTS = 1_000  # below this, default verification stays in-process: starting workers costs more
 
-# (index, the statement or None, (check, index, detail) if it did not decode, the key its signature verified
-# under in a worker or None)
-Item = tuple[int, Statement | None, tuple[str, int | None, str] | None, bytes | None]
+
+
+class Item(msgspec.Struct, frozen=True, gc=False):
+    """One statement of the log as the pipeline hands it to the fold, in log order (a frozen msgspec
+    structure, as `Statement` is: one per statement, built faster than a dataclass)."""
+
+    index: int
+    statement: Statement | None  # None: it did not decode
+    failure: IntegrityError | None  # why it did not decode, at its index
+    verified: bytes | None  # the key a worker's libsodium accepted its signature under, if any
 
 
 def available_cores() -> int:
@@ -59,31 +65,6 @@ def worker_count(requested: int | None, statements: int | None) -> int:
     if statements is not None and statements < MIN_STATEMENTS:
         return 1
     return available_cores()
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cycle collector while a whole log is folded.
-
-    The fold allocates a record per unit and frees almost nothing, so the collector would scan the growing
-    state again and again for garbage that is not there (a tenth or more of the fold's CPU). Nothing the
-    fold keeps forms a cycle; the collector runs again as before once the fold is done.
-
-    What the fold kept is then moved to the oldest generation (`freeze` and `unfreeze` at once), as if it
-    had survived the young collections it skipped: else the first young collection afterwards would scan
-    all of it (0.1 s after folding 100,000 units). It stays collectable, by the full collections that
-    scan the oldest generation.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if gc.get_freeze_count() == 0:  # a caller's own frozen objects stay frozen
-            gc.freeze()
-            gc.unfreeze()
-        if enabled:
-            gc.enable()
 
 
 def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
@@ -104,14 +85,23 @@ def store_chunks(store: Store) -> Iterator[tuple[int, list[bytes], list[int]]]:
         yield start, states, versions
 
 
-def decoded_log(store: Store, workers: int | None = None) -> Generator[tuple[int, Item], None, None]:
-    """(stored version, item) of every stored log event, in order, with the signatures workers verified.
+def decoded_log(store: Store, workers: int | None = None) -> Generator[Item, None, None]:
+    """Every stored log event's item, in order, with the signatures workers verified, each numbered as
+    the store numbers it (its version less one), as `store.log` does.
 
     For a caller that folds the whole log (replay): `rules.check` given each item's key skips exactly those.
     """
     with Pipeline(worker_count(workers, store.size())) as pipe:
         for versions, items, _ in pipe.decode(store_chunks(store), stored=True):
-            yield from zip(versions, items, strict=True)
+            for version, item in zip(versions, items, strict=True):
+                yield item if item.index == version - 1 else _renumbered(item, version - 1)
+
+
+def _renumbered(item: Item, index: int) -> Item:
+    """The item of a log with a gap: at the index its stored version says (`verify` names the gap)."""
+    if item.failure is not None:
+        item.failure.index = index
+    return Item(index, item.statement, item.failure, item.verified)
 
 
 # --- the work of one chunk: decoding here, signatures in the workers (or here, with one worker) -------
@@ -163,20 +153,20 @@ def _decode(start: int, blobs: Sequence[bytes], stored: bool, known: dict[str, b
         wire = stored_wire(blob) if stored else blob
         if wire is None:
             leaves += merkle.leaf_hash(blob)
-            items.append((index, None, ("encoding", index, "the stored log event cannot be decoded"), None))
+            items.append(Item(index, None, EncodingInvalid("the stored log event cannot be decoded", index), None))
             continue
         leaves += merkle.leaf_hash(wire)
         try:
             statement = decode(wire)
         except IntegrityError as e:
-            items.append((index, None, (e.check, index if e.index is None else e.index, e.detail), None))
+            items.append(Item(index, None, e.at_index(index).with_traceback(None), None))
             continue
         if statement.kind in _NAMING_KEYS:
             _learn(known, statement)
         public = known.get(statement.signer)
         if public is not None:
             signed.append((offset, public))
-        items.append((index, statement, None, None))
+        items.append(Item(index, statement, None, None))
     return items, bytes(leaves), signed
 
 
@@ -184,8 +174,8 @@ def _verified(items: list[Item], signed: Sequence[tuple[int, bytes]], accepted: 
     """The items, each with the key its signature was verified under where `accepted` says so."""
     for (offset, public), ok in zip(signed, accepted, strict=True):
         if ok:
-            index, statement, failure, _ = items[offset]
-            items[offset] = (index, statement, failure, public)
+            item = items[offset]
+            items[offset] = Item(item.index, item.statement, item.failure, public)
     return items
 
 
@@ -203,7 +193,7 @@ def decode_chunk(start: int, blobs: Sequence[bytes], stored: bool,
 def _jobs(items: Sequence[Item], signed: Sequence[tuple[int, bytes]]) -> list[tuple[bytes, bytes, bytes]]:
     """(body, signature, key) of each statement `signed` names: the work of verifying a chunk."""
     return [(statement.body, statement.signature, public) for offset, public in signed
-            for statement in [items[offset][1]] if statement is not None]
+            for statement in [items[offset].statement] if statement is not None]
 
 
 # --- worker processes ------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ as of TIME; `--upto INDEX` folds the log prefix 0…INDEX. With a policy given (
 replaces every recorded one, the genesis' included. Replay reads the log and nothing else, and writes
 nothing: the views are neither read nor changed, so a regulator's "what if" leaves no trace.
 
-Every statement is re-checked against the hard rules before it is folded, as the tail of `views.current`
-is, so a replay never folds what an append would have refused. The rules see the whole log in log order
+Every statement is re-checked against the hard rules before it is folded (`driver`), as the tail of
+`views.current` is, so a replay never folds what an append would have refused. The rules see the whole log in log order
 (authority state is the fold of what precedes a statement in the log, whatever its `at`); the time filter
 of `--until` only decides which statements the compliance state folds.
 
@@ -21,15 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ledger import fold, parallel, rules
-from ledger.errors import BadInput, EncodingInvalid, IntegrityError
+from ledger import driver, fold, parallel
+from ledger.errors import BadInput
 from ledger.policy import Policy
 from ledger.state import State
-from ledger.statement import decode
 from ledger.store import Store
-
-# Readers check `at` against no clock: the statement was checked against the appender's when it was logged.
-_NO_CLOCK_LIMIT = 10**12
 
 
 @dataclass(frozen=True)
@@ -69,40 +65,22 @@ def replay(store: Store, *, now_us: int, until: int | None = None, upto: int | N
     checker = State(origin=store.origin) if until is not None else state
     folded = 0
     last: int | None = None
+    clock = driver.reader_clock(now_us)
     log = parallel.decoded_log(store, workers)
-    with parallel.collector_paused():
-        try:
-            for version, (_, statement, failure, verified) in log:
-                index = version - 1  # as `store.log` numbers them
-                if index >= stop:
-                    break
-                try:
-                    if statement is None:
-                        raise _undecodable(store, index, failure)
-                    records = rules.check(checker, statement, index, now_us + _NO_CLOCK_LIMIT,
-                                          verified=verified)
-                except IntegrityError as e:
-                    raise e.at_index(index) from None
-                if checker is not state:
-                    fold.apply(checker, index, statement, records)
-                    records = None  # they are the checker's, not the compliance state's
-                if until is None or statement.at <= until:
-                    fold.apply(state, index, statement, records)
-                    folded += 1
-                    last = index
-                if progress is not None:
-                    progress(1)
-        finally:
-            log.close()  # stop the workers now, not whenever the generator is collected
+    try:
+        for item in log:
+            index = item.index
+            if index >= stop:
+                break
+            statement = driver.admit_item(checker, item, clock)
+            if until is None or statement.at <= until:
+                if checker is not state:  # checked on the whole log; folded here as of the time
+                    fold.apply(state, index, statement)
+                folded += 1
+                last = index
+            if progress is not None:
+                progress(1)
+    finally:
+        log.close()  # stop the workers now, not whenever the generator is collected
     return Replay(state=state, as_of=until if until is not None else now_us, log_size=size, folded=folded,
                   last_index=last, until=until, upto=upto, what_if=policy)
-
-
-def _undecodable(store: Store, index: int, failure: tuple[str, int | None, str] | None) -> IntegrityError:
-    """The error of a statement the pipeline could not decode: the one decoder's own, met again here."""
-    try:
-        for event in store.log(index, index + 1):
-            decode(event.wire)
-    except IntegrityError as e:
-        return e
-    return EncodingInvalid(failure[2] if failure is not None else "the stored log event cannot be decoded", index)

@@ -22,7 +22,7 @@ from ledger.errors import (
     TimeInvalid,
 )
 from ledger.policy import parse_policy
-from ledger.state import State, UnitState
+from ledger.state import State
 from ledger.statement import ADMIN_KINDS, STEP_ROLE, ZERO_HASH, Statement, key_id, verify_signature
 
 MAX_CLOCK_SKEW_US = 5 * 60 * 1_000_000  # DESIGN.md: `at` at most 5 minutes ahead of the real clock
@@ -105,10 +105,8 @@ def _check_admin(state: State, statement: Statement, index: int) -> None:
         check_policy_text(data["policy"], index)
 
 
-def check_units(state: State, statement: Statement, index: int) -> list[UnitState] | None:
-    """Chain and time rules for each unit of a step. Returns the records of a later step's units, in the
-    statement's order, for `fold.apply` (a lookup in a million units is a cache miss: once is enough);
-    None for `fabricated`, whose units have no record yet."""
+def check_units(state: State, statement: Statement, index: int) -> None:
+    """Chain and time rules for each unit of a step."""
     units = state.units
     if statement.kind == "fabricated":
         for serial, prev in statement.units:
@@ -116,9 +114,8 @@ def check_units(state: State, statement: Statement, index: int) -> list[UnitStat
                 raise ChainBroken(f"unit {serial} was already fabricated at index {units[serial].index}", index)
             if prev != ZERO_HASH:
                 raise ChainBroken(f"unit {serial}: a new chain's prev must be zero", index)
-        return None
+        return
     at = statement.at
-    records: list[UnitState] = []
     for serial, prev in statement.units:
         try:
             unit = units[serial]
@@ -128,8 +125,6 @@ def check_units(state: State, statement: Statement, index: int) -> list[UnitStat
             raise ChainBroken(f"unit {serial}: prev is not its head (index {unit.index})", index)
         if at < unit.at:
             raise TimeInvalid(f"unit {serial}: at is earlier than its previous statement's", index)
-        records.append(unit)
-    return records
 
 
 def signature_done(public: bytes | None, verified: bytes | None, index: int) -> bool:
@@ -139,9 +134,8 @@ def signature_done(public: bytes | None, verified: bytes | None, index: int) -> 
 
 
 def check(state: State, statement: Statement, index: int, now_us: int, *,
-          trusted: Collection[bytes] | None = None, verified: bytes | None = None) -> list[UnitState] | None:
-    """Raise the first hard rule `statement` breaks at log `index`, or return if it may be appended:
-    the records of the units a later step moves (`check_units`), which `fold.apply` may take, else None.
+          trusted: Collection[bytes] | None = None, verified: bytes | None = None) -> None:
+    """Raise the first hard rule `statement` breaks at log `index`, or return if it may be appended.
 
     `state.origin` is the ledger's origin (from the store or the bundle header) when known.
     `verified` is the key a worker process's libsodium accepted the signature under: the signature step
@@ -170,9 +164,9 @@ def check(state: State, statement: Statement, index: int, now_us: int, *,
             raise ChainBroken(f"{kind} replayed: the same statement is already at index {earlier}", index)
         if kind in _ADMIN_CHECKED:
             _check_admin(state, statement, index)
-    records = check_units(state, statement, index) if index and statement.units else None
+    if index and statement.units:
+        check_units(state, statement, index)
     if statement.at > now_us + MAX_CLOCK_SKEW_US:
         raise TimeInvalid("at is more than 5 minutes in the future", index)
     if index == 0 and trusted is not None:
         _check_genesis(statement, index, trusted)
-    return records

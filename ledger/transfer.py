@@ -42,7 +42,7 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger import bundle as bundle_format
 from ledger import checkpoint as notes
-from ledger import epcis, merkle, views
+from ledger import driver, epcis, merkle, views
 from ledger import verify as verification
 from ledger.aggregates import LOG_TOPICS, stored_checkpoint
 from ledger.append import Batch, now_us
@@ -56,7 +56,7 @@ from ledger.errors import (
     Refused,
     StoreError,
 )
-from ledger.statement import Statement, decode
+from ledger.statement import Statement
 from ledger.store import Store, redact
 
 Progress = Callable[[int], None]
@@ -453,10 +453,7 @@ def _append(store: Store, plan: ImportPlan, created: bool, clock: Callable[[], i
                     raise Refused(f"{plan.path} forks from the ledger in {redact(plan.url)} at index {index} "
                                   "(a different statement there); nothing imported")
                 continue
-            try:
-                batch.add(decode(wire))
-            except IntegrityError as e:
-                raise e.at_index(index) from None
+            batch.add(driver.decode_at(wire, index))
             done += 1
             if done % PROGRESS_STEP == 0:
                 progress(PROGRESS_STEP)
@@ -522,10 +519,7 @@ def export_epcis(store: Store, path: Path, *, upto: int | None = None, now: int 
 
     def entries() -> Iterator[tuple[int, Statement]]:
         for index, wire in _wires(store, count, progress):
-            try:
-                yield index, decode(wire)
-            except IntegrityError as e:
-                raise e.at_index(index) from None
+            yield index, driver.decode_at(wire, index)
 
     with _replacing(path) as raw:
         out = io.TextIOWrapper(raw, encoding="ascii", newline="\n")

@@ -37,7 +37,7 @@ from typing import Any
 import msgpack
 
 from ledger import checkpoint as notes
-from ledger import fold, limits, merkle, rules
+from ledger import driver, fold, limits, merkle, rules
 from ledger.aggregates import stored_checkpoint
 from ledger.checkpoint import Checkpoint, ParsedNote
 from ledger.errors import (
@@ -655,16 +655,14 @@ def verify_proof(proof: UnitProof, *, trusted: Sequence[bytes], operator: bytes 
     for entry in proof.entries:
         statement = decode_at(entry)
         if entry.index == 0:
-            rules.check(state, statement, 0, now_us, trusted=list(trusted))
-            fold.apply(state, 0, statement)
+            driver.admit(state, 0, statement, now_us, trusted=list(trusted))
             assert state.operator is not None
             if operator is not None and state.operator != operator:
                 raise GenesisUntrusted(f"the genesis names operator key {key_id(state.operator)[:16]}…, "
                                        f"not the --operator key {key_id(operator)[:16]}…", 0)
             notes.verify_operator(note, proof.origin, state.operator)
         elif not statement.units:
-            rules.check(state, statement, entry.index, now_us)
-            fold.apply(state, entry.index, statement)
+            driver.admit(state, entry.index, statement, now_us)
         else:
             _check_step(state, statement, entry.index, proof.serial, now_us)
             participant = state.participant_of(statement.signer)
@@ -680,10 +678,7 @@ def verify_proof(proof: UnitProof, *, trusted: Sequence[bytes], operator: bytes 
 
 
 def decode_at(entry: ProofEntry) -> Statement:
-    try:
-        return decode(entry.wire)
-    except IntegrityError as e:
-        raise e.at_index(entry.index) from None
+    return driver.decode_at(entry.wire, entry.index)
 
 
 def _check_step(state: State, statement: Statement, index: int, serial: str, now_us: int) -> None:

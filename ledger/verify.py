@@ -1,9 +1,10 @@
 """Verification: every hard rule re-checked from the stored wire bytes alone, then compliance.
 
-One `Verifier` folds decoded statements from a database or a bundle in log order and runs the same
-`rules.check` and `fold.apply` that appending runs; database-only checks (log indices, unit links) and
-checkpoint checks are added by the two entry points. Verification goes on past a failure where it
-can: a statement that breaks a rule is reported and left out of the state, as an append would have.
+One `Verifier` folds decoded statements from a database or a bundle in log order through the same
+driver (`driver.admit`: `rules.check`, then `fold.apply`) that appending runs; database-only checks
+(log indices, unit links) and checkpoint checks are added by the two entry points. Verification goes
+on past a failure where it can: a statement that breaks a rule is reported and left out of the state,
+as an append would have.
 
 The log streams through in chunks that worker processes decode and whose signatures they verify
 (`ledger.parallel`; `Options.workers`, default every core); the fold stays in this process and in
@@ -13,6 +14,7 @@ leaves that checkpoints are checked against (a bytearray: 32 MB per million stat
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import BinaryIO, overload
 
 from ledger import bundle as bundle_format
 from ledger import checkpoint as notes
-from ledger import fold, links, merkle, parallel, rules
+from ledger import driver, fold, links, merkle, parallel
 from ledger.errors import (
     CheckpointInconsistent,
     CheckpointSignatureInvalid,
@@ -33,10 +35,10 @@ from ledger.errors import (
     RootMismatch,
 )
 from ledger.state import Finding, State
-from ledger.statement import Statement
 from ledger.store import Store
 
 MAX_FAILURES = 100
+_SERIAL = operator.itemgetter(0)  # of a statement's (serial, prev) pair
 HASH_SIZE = merkle.HASH_SIZE
 CORE_CHECKS = ("encoding", "origin", "signature", "signer", "role", "revocation", "chain", "time")
 Progress = Callable[[int], None]
@@ -146,35 +148,34 @@ class Verifier:
     def chunk(self, items: Sequence[parallel.Item], leaves: bytes) -> None:
         self.leaves.data += leaves
         for item in items:
-            self.item(*item)
+            self.item(item)
 
-    def item(self, index: int, statement: Statement | None, failure: tuple[str, int | None, str] | None,
-             verified: bytes | None) -> None:
-        """Check and fold the statement at `index` (None: it did not decode, and `failure` says why).
+    def item(self, item: parallel.Item) -> None:
+        """Check and fold the statement of `item` (or record why it did not decode).
 
-        `verified` is the key a worker's libsodium accepted the signature under; the rules skip that one
-        step only if it is the signer's registered key, and verify the signature again otherwise.
+        `item.verified` is the key a worker's libsodium accepted the signature under; the rules skip that
+        one step only if it is the signer's registered key, and verify the signature again otherwise.
         """
+        index, statement = item.index, item.statement
         if statement is None:
-            assert failure is not None
-            self.fail(Failure(*failure))
+            assert item.failure is not None
+            self.fail(item.failure)
             return
         state = self.state
-        records = None
         try:
-            records = rules.check(state, statement, index, self.options.now, trusted=self.options.trusted,
-                                  verified=verified)
+            driver.admit(state, index, statement, self.options.now, trusted=self.options.trusted,
+                         verified=item.verified)
         except IntegrityError as e:
-            self.fail(e.at_index(index))
+            self.fail(e)
             if e.check != "genesis_trust" or index != 0 or self.options.trusted is None:
                 return
             try:  # an untrusted but well-formed genesis: report it, and go on verifying the rest
-                records = rules.check(state, statement, index, self.options.now)
+                driver.admit(state, index, statement, self.options.now)
             except IntegrityError:
                 return
-        fold.apply(state, index, statement, records)
         if statement.units and self.links is not None:
-            self.links.statement(index, statement, records or [state.units[s] for s, _ in statement.units])
+            self.links.statement(index, statement,
+                                 list(map(state.units.__getitem__, map(_SERIAL, statement.units))))
 
     def statement(self, index: int, wire: bytes) -> None:
         """Check and fold one wire form at `index` in this process (the work of a one-worker chunk)."""
@@ -317,8 +318,7 @@ def verify_store(store: Store, options: Options) -> Report:
     if store.origin is not None:
         verifier.links = links.StoredLinks(store, store.origin)
     expected_version = 1
-    with parallel.Pipeline(parallel.worker_count(options.workers, store.size())) as pipe, \
-            parallel.collector_paused():
+    with parallel.Pipeline(parallel.worker_count(options.workers, store.size())) as pipe:
         chunks = parallel.store_chunks(store)
         for versions, items, leaves in pipe.decode(chunks, stored=True):
             verifier.leaves.data += leaves
@@ -328,7 +328,7 @@ def verify_store(store: Store, options: Options) -> Report:
                                                   "expected (a gap or a reorder)", expected_version - 1))
                     # statements keep their stored position: the index is what the store says
                 expected_version = version + 1
-                verifier.item(*item)
+                verifier.item(item)
             if options.progress:
                 options.progress(len(items))
     if verifier.links is None or not verifier.links.finish():
@@ -371,8 +371,7 @@ def verify_bundle(path: Path, options: Options, stream: BinaryIO | None = None) 
         verifier = Verifier(reader.origin, options)
         checkpoints: list[str] = []
         try:
-            with parallel.Pipeline(parallel.worker_count(options.workers, _statements_in(path))) as pipe, \
-                    parallel.collector_paused():
+            with parallel.Pipeline(parallel.worker_count(options.workers, _statements_in(path))) as pipe:
                 for _, items, leaves in pipe.decode(_bundle_chunks(reader), stored=False):
                     verifier.chunk(items, leaves)
                     if options.progress:

@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ledger import fold, parallel, rules
-from ledger.errors import Conflict, EncodingInvalid, IntegrityError, StoreError
+from ledger import driver, fold, parallel
+from ledger.errors import Conflict, StoreError
 from ledger.state import Customer, DutyEntry, Finding, State, UnitState
-from ledger.statement import Statement, decode, key_id
+from ledger.statement import Statement, key_id
 from ledger.store import Store, blob, unblob
 
 
@@ -127,17 +127,8 @@ def current(store: Store, now_us: int) -> State:
 
 
 def fold_tail(store: Store, state: State, now_us: int) -> list[tuple[int, Statement]]:
-    """Fold the log beyond `state.size` into `state` (checking each statement); return them."""
-    done: list[tuple[int, Statement]] = []
-    for event in store.log(state.size):
-        try:
-            statement = decode(event.wire)
-            records = rules.check(state, statement, event.index, now_us + 10**12)
-        except IntegrityError as e:
-            raise e.at_index(event.index) from None
-        fold.apply(state, event.index, statement, records)
-        done.append((event.index, statement))
-    return done
+    """Fold the log beyond `state.size` into `state`, checking each statement; return them."""
+    return list(driver.admit_log(store, state, driver.reader_clock(now_us)))
 
 
 def catch_up(store: Store, now_us: int) -> None:
@@ -145,7 +136,7 @@ def catch_up(store: Store, now_us: int) -> None:
     start = position(store)
     if start >= store.size():
         return
-    tail = [(e.index, decode(e.wire)) for e in store.log(start)]
+    tail = [(e.index, driver.decode_at(e.wire, e.index)) for e in store.log(start)]
     state = load_partial(store, [s for _, s in tail])
     for index, statement in tail:
         fold.apply(state, index, statement)
@@ -163,19 +154,16 @@ def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = 
     if store.readonly:
         raise StoreError("replay --rebuild needs a writable database; this one is open read-only")
     state = State(origin=store.origin)
+    clock = driver.reader_clock(now_us)
     # decoded, and signatures verified, in `workers` processes; every other rule checked here, in order
-    with parallel.collector_paused():
-        for version, (_, statement, failure, verified) in parallel.decoded_log(store, workers):
-            index = version - 1
-            try:
-                if statement is None:
-                    raise EncodingInvalid(failure[2] if failure else "cannot decode", index)
-                records = rules.check(state, statement, index, now_us + 10**12, verified=verified)
-            except IntegrityError as e:
-                raise e.at_index(index) from None
-            fold.apply(state, index, statement, records)
+    log = parallel.decoded_log(store, workers)
+    try:
+        for item in log:
+            driver.admit_item(state, item, clock)
             if progress is not None:
                 progress(1)
+    finally:
+        log.close()  # stop the workers now, not whenever the generator is collected
     with store.transaction() as cursor:
         store.clear_views(cursor)
         cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [state.size])

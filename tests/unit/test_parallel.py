@@ -9,12 +9,10 @@ compared in row order before the exact comparison) are also probed on their own.
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import random
 import sqlite3
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -360,7 +358,7 @@ def test_signature_verified_again_unless_a_worker_verified_it_under_the_signers_
         for i, wire in enumerate(built.wires[:index]):
             verifier.statement(i, wire)
         items, leaves = parallel.decode_chunk(index, [bad], False, {})
-        verifier.chunk([(items[0][0], items[0][1], items[0][2], verified)], leaves)
+        verifier.chunk([parallel.Item(items[0].index, items[0].statement, items[0].failure, verified)], leaves)
         return verifier.report(verify.CORE_CHECKS)
 
     signer = built.keys["kerry"].public
@@ -379,11 +377,11 @@ def test_a_worker_never_vouches_for_a_bad_signature(tmp_path: Path) -> None:
     known = {k.key_id: k.public for k in built.keys.values()}
     wires = [w[:-1] + bytes([w[-1] ^ 1]) for w in built.wires]
     items, _ = parallel.decode_chunk(0, wires, False, dict(known))
-    assert all(verified is None for _, _, _, verified in items)
+    assert all(item.verified is None for item in items)
     items, _ = parallel.decode_chunk(0, built.wires, False, dict(known))
-    assert all(verified is not None for _, _, _, verified in items)
+    assert all(item.verified is not None for item in items)
     # what the worker processes run: one byte per (body, signature, key)
-    statements = [statement for _, statement, _, _ in items if statement is not None]
+    statements = [item.statement for item in items if item.statement is not None]
     jobs = [(s.body, s.signature, known[s.signer]) for s in statements]
     assert parallel._verify_task(jobs) == b"\x01" * len(jobs)
     bad = [(body, signature[:-1] + bytes([signature[-1] ^ 1]), key) for body, signature, key in jobs]
@@ -395,7 +393,7 @@ def test_a_worker_never_vouches_for_a_bad_signature(tmp_path: Path) -> None:
 def test_worker_learns_keys_from_registrations_it_decodes(tmp_path: Path) -> None:
     built = build(str(tmp_path / "custody.db"), groups=1, late_participant=False)
     items, _ = parallel.decode_chunk(0, built.wires, False, {})  # knows nothing to start with
-    assert all(verified is not None for _, _, _, verified in items)
+    assert all(item.verified is not None for item in items)
 
 
 @given(st.lists(st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True), min_size=1, max_size=20),
@@ -537,50 +535,3 @@ def test_a_lost_worker_is_an_error(built: Built) -> None:
         pipe._others[0].process.join()
         with pytest.raises(WorkerLost, match="stopped unexpectedly"):
             list(pipe.decode(parallel.store_chunks(store), stored=True))
-
-
-# --- the collector around a fold ----------------------------------------------------------------------
-
-
-class _Record:
-    """Tracked by the cycle collector, as the fold's unit records are."""
-
-    def __init__(self) -> None:
-        self.me: object = None
-
-
-def _young() -> set[int]:
-    return {id(o) for generation in (0, 1) for o in gc.get_objects(generation=generation)}
-
-
-def test_what_a_fold_kept_is_not_scanned_again_by_the_young_collections() -> None:
-    enabled = gc.isenabled()
-    with parallel.collector_paused():
-        assert not gc.isenabled()
-        kept = [_Record() for _ in range(1000)]
-    assert gc.isenabled() == enabled
-    young = _young()
-    assert not any(id(record) in young for record in kept)
-    assert gc.get_freeze_count() == 0
-
-
-def test_a_cycle_made_during_a_fold_is_still_collected() -> None:
-    with parallel.collector_paused():
-        record = _Record()
-        record.me = record
-    alive = weakref.ref(record)
-    del record
-    assert alive() is not None  # a cycle: only the collector can free it
-    gc.collect()
-    assert alive() is None
-
-
-def test_a_callers_frozen_objects_stay_frozen() -> None:
-    gc.freeze()
-    try:
-        frozen = gc.get_freeze_count()
-        with parallel.collector_paused():
-            _Record()
-        assert gc.get_freeze_count() == frozen
-    finally:
-        gc.unfreeze()
