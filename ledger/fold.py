@@ -45,6 +45,7 @@ def _opened(state: State, index: int, statement: Statement, out: list[Finding]) 
         state.keys[key_id(public)] = KeyInfo(public, None, authority=True)
     return ()
 
+
 def _registered(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
     data = statement.data
     pid = data["id"]
@@ -53,6 +54,7 @@ def _registered(state: State, index: int, statement: Statement, out: list[Findin
     if kid not in state.keys:
         state.keys[kid] = KeyInfo(data["key"], pid)
     return ()
+
 
 def _revoked(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
     data = statement.data
@@ -70,6 +72,7 @@ def _revoked(state: State, index: int, statement: Statement, out: list[Finding])
         info.effective = effective
     return ()
 
+
 def _approved(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
     data = statement.data
     customer = state.customers.setdefault(data["id"], Customer(data["id"]))
@@ -77,6 +80,7 @@ def _approved(state: State, index: int, statement: Statement, out: list[Finding]
     customer.valid_until = data.get("valid_until")
     customer.approved, customer.suspended = True, False
     return ()
+
 
 def _suspended(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
     customer = state.customers.setdefault(statement.data["id"], Customer(statement.data["id"]))
@@ -87,6 +91,7 @@ def _suspended(state: State, index: int, statement: Statement, out: list[Finding
 def _policy_issued(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
     _set_policy(state, index, statement.data["policy"])
     return ()
+
 
 def _set_policy(state: State, index: int, text: str) -> None:
     """A recorded policy acts on what follows it, unless a what-if policy replaces them all."""

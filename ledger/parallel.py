@@ -40,7 +40,6 @@ PIPE_BYTES = 1 << 20  # a worker's input pipe: its queued chunks (at most QUEUED
 MIN_STATEMENTS = 1_000  # below this, default verification stays in-process: starting workers costs more
 
 
-
 class Item(msgspec.Struct, frozen=True, gc=False):
     """One statement of the log as the pipeline hands it to the fold, in log order (a frozen msgspec
     structure, as `Statement` is: one per statement, built faster than a dataclass)."""
