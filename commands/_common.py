@@ -13,10 +13,14 @@ from typing import Annotated
 import typer
 
 from ledger import keys
+from ledger.errors import BadInput
 from ledger.store import DEFAULT_DB, Store
 
 DbOption = Annotated[str | None, typer.Option("--db", help="Ledger database: a file path or postgresql://… URL "
                                                 "(env CUSTODY_DB; default custody.db).", show_default=False)]
+LedgerOption = Annotated[str | None, typer.Option("--ledger", metavar="URL", help="A `custody serve` to submit "
+                                                  "to or read from, instead of a database (env CUSTODY_LEDGER).",
+                                                  show_default=False)]
 KeyOption = Annotated[Path, typer.Option("--key", help="Private key file (OpenSSH or PEM).")]
 PassphraseOption = Annotated[Path | None, typer.Option("--passphrase-file",
                                                        help="Read the key's passphrase from this file.")]
@@ -34,6 +38,24 @@ def set_global_db(db: str | None) -> None:
 def db_url(db: str | None) -> str:
     """The command's --db, else the global --db, else CUSTODY_DB, else custody.db."""
     return db or _GLOBAL["db"] or os.environ.get("CUSTODY_DB") or DEFAULT_DB
+
+
+def ledger_url(db: str | None, ledger: str | None) -> str | None:
+    """The service URL when the command goes over HTTP (`--ledger`, else CUSTODY_LEDGER), None for a store.
+
+    `--db` and `--ledger` together are a usage error; an option beats an environment variable.
+    """
+    db_given = db or _GLOBAL["db"]
+    if ledger and db_given:
+        raise BadInput("give --db or --ledger, not both")
+    if ledger:
+        return ledger
+    if db_given:
+        return None
+    from_env = os.environ.get("CUSTODY_LEDGER") or None
+    if from_env and os.environ.get("CUSTODY_DB"):
+        raise BadInput("CUSTODY_DB and CUSTODY_LEDGER are both set: give --db or --ledger")
+    return from_env
 
 
 @contextmanager

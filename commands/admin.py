@@ -9,8 +9,17 @@ from typing import Annotated
 import typer
 
 from commands import render
-from commands._common import DbOption, KeyOption, PassphraseOption, load_key, open_store
+from commands._common import (
+    DbOption,
+    KeyOption,
+    LedgerOption,
+    PassphraseOption,
+    ledger_url,
+    load_key,
+    open_store,
+)
 from ledger import append, directory, keys, policy, values
+from ledger.errors import BadInput
 from ledger.statement import ROLES
 
 participant_app = typer.Typer(help="Register participants and revoke their keys.", no_args_is_help=True)
@@ -19,11 +28,18 @@ policy_app = typer.Typer(help="Issue a new policy version.", no_args_is_help=Tru
 
 
 def _append(db: str | None, key: Path, passphrase_file: Path | None, kind: str, data: Mapping[str, object],
-            what: str) -> None:
-    """Sign one administrative statement with `key` and append it; say where it went."""
+            what: str, ledger: str | None = None) -> None:
+    """Sign one administrative statement with `key` and append it (or submit it); say where it went."""
+    url = ledger_url(db, ledger)
     signer = load_key(key, passphrase_file)
-    with open_store(db) as store:
-        result = append.record(store, signer, kind, data)
+    if url is not None:
+        from ledger.service import client
+
+        with client.connect(url) as service:
+            result = client.record(service, signer, kind, data)
+    else:
+        with open_store(db) as store:
+            result = append.record(store, signer, kind, data)
     render.out(f"recorded {what} at index {result.index} ({result.statement.hash.hex()})")
 
 
@@ -34,14 +50,24 @@ def init(origin: Annotated[str, typer.Option("--origin", help="The ledger's name
                                                                  help="Another authority's public key.")] = None,
          policy_file: Annotated[Path | None, typer.Option("--policy", help="Policy TOML (default: shipped).")] = None,
          passphrase_file: PassphraseOption = None,
-         db: DbOption = None) -> None:
+         db: DbOption = None,
+         ledger: LedgerOption = None) -> None:
     """Open a new ledger: the genesis statement."""
     text = policy.DEFAULT_POLICY_TEXT
     if policy_file is not None:
         text = policy.load_policy_file(policy_file).source
     operator_key = keys.load_public(operator)
     co = [keys.load_public(p) for p in co_authority or []]
+    url = ledger_url(db, ledger)
     key = load_key(authority, passphrase_file)
+    if url is not None:
+        from ledger.service import client
+
+        with client.connect(url) as service:
+            result = client.open_ledger(service, key, origin=origin, co_authorities=co, operator=operator_key,
+                                        policy_text=text)
+        render.out(f"opened ledger {origin} at {url} ({result.statement.hash.hex()})")
+        return
     with open_store(db, create=True) as store:
         result = append.open_ledger(store, key, origin=origin, co_authorities=co, operator=operator_key,
                                     policy_text=text)
@@ -58,6 +84,7 @@ def participant_add(
     name: Annotated[str | None, typer.Option("--name", help="Display name (default: the id).")] = None,
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Register a participant, or add a key to one (roles are replaced by the latest)."""
     pid = values.parse_id(participant_id, "participant id")
@@ -66,7 +93,7 @@ def participant_add(
         raise typer.BadParameter(f"unknown role {bad[0]!r}: use {', '.join(ROLES)}", param_hint="--role")
     data = {"id": pid, "name": name or pid, "country": values.parse_country(country),
             "roles": list(dict.fromkeys(role)), "key": keys.load_public(pubkey)}
-    _append(db, key, passphrase_file, "participant_registered", data, f"participant {pid}")
+    _append(db, key, passphrase_file, "participant_registered", data, f"participant {pid}", ledger=ledger)
 
 
 @participant_app.command("revoke-key")
@@ -77,13 +104,19 @@ def revoke_key(
     reason: Annotated[str, typer.Option("--reason", help="Why.")] = "",
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Revoke a key: refused from now on; earlier statements signed at or after --at are flagged."""
     effective = values.parse_time(at) if at else append.now_us()
-    with open_store(db, readonly=True) as store:
-        public = directory.resolve_key(store, target, append.now_us())
+    if ledger_url(db, ledger) is not None:
+        if not Path(target).exists():
+            raise BadInput(f"no public key file {target!r}: with --ledger, name the key by its public key file")
+        public = keys.load_public(Path(target))
+    else:
+        with open_store(db, readonly=True) as store:
+            public = directory.resolve_key(store, target, append.now_us())
     _append(db, key, passphrase_file, "key_revoked", {"key": public, "effective": effective, "reason": reason},
-            "key revocation")
+            "key revocation", ledger=ledger)
 
 
 @customer_app.command("approve")
@@ -95,13 +128,14 @@ def customer_approve(
     until: Annotated[str | None, typer.Option("--until", help="Last day of the approval (UTC).")] = None,
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Approve a customer with a cap (a new approval replaces the cap, not the count)."""
     data: dict[str, object] = {"id": values.parse_id(customer_id, "customer id"), "cap": cap,
                                "license": license_}
     if until:
         data["valid_until"] = values.next_midnight(values.parse_time(until))
-    _append(db, key, passphrase_file, "customer_approved", data, f"approval of {customer_id}")
+    _append(db, key, passphrase_file, "customer_approved", data, f"approval of {customer_id}", ledger=ledger)
 
 
 @customer_app.command("suspend")
@@ -111,18 +145,20 @@ def customer_suspend(
     reason: Annotated[str, typer.Option("--reason")] = "",
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Suspend a customer's approval."""
     data = {"id": values.parse_id(customer_id, "customer id"), "reason": reason}
-    _append(db, key, passphrase_file, "customer_suspended", data, f"suspension of {customer_id}")
+    _append(db, key, passphrase_file, "customer_suspended", data, f"suspension of {customer_id}", ledger=ledger)
 
 
 @policy_app.command("issue")
 def policy_issue(file: Annotated[Path, typer.Argument(help="Policy TOML.")], key: KeyOption,
-                 passphrase_file: PassphraseOption = None, db: DbOption = None) -> None:
+                 passphrase_file: PassphraseOption = None, db: DbOption = None,
+                 ledger: LedgerOption = None) -> None:
     """Record a new policy version; it acts on the statements logged after it."""
     text = policy.load_policy_file(file).source
-    _append(db, key, passphrase_file, "policy_issued", {"policy": text}, "policy")
+    _append(db, key, passphrase_file, "policy_issued", {"policy": text}, "policy", ledger=ledger)
 
 
 def register(app: typer.Typer) -> None:

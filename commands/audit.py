@@ -8,13 +8,15 @@ from typing import Annotated
 import typer
 
 from commands import render
-from commands._common import DbOption, JsonOption, open_store, progress
+from commands._common import DbOption, JsonOption, LedgerOption, ledger_url, open_store, progress
 from commands._errors import EXIT_INTEGRITY, EXIT_NONCOMPLIANT
 from commands._gc import collector_paused
 from ledger import append, keys, limits, values
 from ledger import verify as verification
 from ledger.errors import BadInput
+from ledger.history import document as history_document
 from ledger.history import unit_history
+from ledger.state import Finding
 
 
 def _witness(text: str) -> verification.Witness:
@@ -41,6 +43,7 @@ def verify(
     json_out: JsonOption = False,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")] = None,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Re-check every statement, chain, index and checkpoint; then compliance."""
     now = append.now_us()
@@ -49,7 +52,16 @@ def verify(
         checkpoints=[_read_note(p) for p in checkpoint or []],
         witnesses=[_witness(w) for w in witness or []],
         as_of=values.parse_time(as_of) if as_of else now, now=now, workers=workers)
-    if bundle is not None:
+    url = ledger_url(db, ledger)
+    if url is not None and bundle is not None:
+        raise BadInput("give a BUNDLE or --ledger, not both")
+    if url is not None:
+        from ledger.service import client, follow
+
+        with client.connect(url) as service, progress("verifying", None) as advance:
+            options.progress = advance
+            report = follow.verify_served(service, options)
+    elif bundle is not None:
         if not bundle.exists():
             raise BadInput(f"no bundle at {bundle}")
         with progress("verifying", None) as advance, collector_paused():
@@ -95,17 +107,25 @@ def _verify_lines(report: verification.Report) -> list[str]:
 
 def history(serial: Annotated[str, typer.Argument(help="The unit's serial.")],
             at: Annotated[str | None, typer.Option("--at", help="Show the unit as it stood then.")] = None,
-            json_out: JsonOption = False, db: DbOption = None) -> None:
+            json_out: JsonOption = False, db: DbOption = None, ledger: LedgerOption = None) -> None:
     """Every custody step of one unit, verified chain order."""
     values.check_serial(serial)
     until = values.parse_time(at) if at else None
-    with open_store(db, readonly=True) as store:
-        found = unit_history(store, serial, until=until, now_us=append.now_us())
+    url = ledger_url(db, ledger)
+    if url is not None:
+        from ledger.service import client
+
+        with client.connect(url) as service:
+            document = service.unit(serial, values.format_time(until) if until is not None else None)
+    else:
+        with open_store(db, readonly=True) as store:
+            document = history_document(unit_history(store, serial, until=until, now_us=append.now_us()))
     if json_out:
-        render.print_json({"serial": serial, "steps": [render.step_json(s) for s in found.steps],
-                           "findings": [render.finding_json(f) for f in found.findings]})
+        render.print_json(document)
         return
-    render.out_lines([f"unit {serial}", *render.step_lines(found.steps), *render.unit_finding_lines(found.findings)])
+    found = [Finding(f["code"], f["serial"], f["index"], f["detail"]) for f in document["findings"]]
+    render.out_lines([f"unit {serial}", *render.step_json_lines(document["steps"]),
+                      *render.unit_finding_lines(found)])
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from commands import _common, _errors, admin, audit, bundles, demo_cmd, keys_cmd, record_cmd, reports, transparency
+from commands import (
+    _common,
+    _errors,
+    admin,
+    audit,
+    bundles,
+    demo_cmd,
+    keys_cmd,
+    record_cmd,
+    reports,
+    serve_cmd,
+    transparency,
+)
 
 
 def _version() -> str:
@@ -46,6 +58,7 @@ transparency.register(app)
 bundles.register(app)
 reports.register(app)
 demo_cmd.register(app)
+serve_cmd.register(app)
 
 
 def run() -> None:

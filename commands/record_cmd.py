@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from commands import render
-from commands._common import DbOption, KeyOption, PassphraseOption, load_key, open_store
+from commands._common import DbOption, KeyOption, LedgerOption, PassphraseOption, ledger_url, load_key, open_store
 from ledger import append, values
 from ledger.statement import MAX_WIRE_BYTES, STEP_ROLE, data_fields
 
@@ -73,6 +73,7 @@ def record(
     destination: Annotated[str | None, typer.Option("--destination")] = None,
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Sign and append one custody step for one or more units."""
     kind = STEPS.get(step)
@@ -93,9 +94,16 @@ def record(
         raise typer.BadParameter("a serial is given twice")
     when = values.parse_time(at) if at else None
     mode = "allow" if allow_violation else "skip" if skip_violating else "refuse"
+    url = ledger_url(db, ledger)
     signer = load_key(key, passphrase_file)
-    with open_store(db) as store:
-        done = append.record(store, signer, kind, data, serials, at=when, mode=mode)
+    if url is not None:
+        from ledger.service import client
+
+        with client.connect(url) as service:
+            done = client.record(service, signer, kind, data, serials, at=when, mode=mode)
+    else:
+        with open_store(db) as store:
+            done = append.record(store, signer, kind, data, serials, at=when, mode=mode)
     units = sum(len(s.units) for s in done.statements)
     if len(done.statements) == 1:
         render.out(f"recorded {step} for {units} unit{'s' if units != 1 else ''} at index {done.index} "

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import typer
 
-from ledger import reports, values
+from ledger import history, reports
 from ledger.history import Step
 from ledger.state import Finding
 
@@ -94,9 +94,7 @@ finding_json = reports.finding_json
 
 def step_json(step: Step) -> dict[str, Any]:
     """One step of a unit's history as `history --json` gives it (and `verify-proof --json`)."""
-    s = step.statement
-    return {"index": step.index, "kind": s.kind, "at": values.format_time(s.at), "signer": s.signer,
-            "participant": step.participant, "hash": s.hash.hex(), "data": hexify(dict(s.data))}
+    return history.step_json(step)
 
 
 # --- a unit's steps and findings, as text ----------------------------------------------------------
@@ -104,9 +102,13 @@ def step_json(step: Step) -> dict[str, Any]:
 
 def step_lines(steps: Sequence[Step]) -> list[str]:
     """One line per step: index, time, kind, signer, then the data as key=value."""
+    return step_json_lines([step_json(step) for step in steps])
+
+
+def step_json_lines(docs: Sequence[dict[str, Any]]) -> list[str]:
+    """`step_lines` of steps as `history --json` gives them (read from the service, say)."""
     lines = []
-    for step in steps:
-        doc = step_json(step)
+    for doc in docs:
         details = ", ".join(f"{k}={v}" for k, v in doc["data"].items())
         lines.append(f"  #{doc['index']:<6} {doc['at']:24} {doc['kind']:14} by {doc['participant'] or '?':12} "
                      f"{details}")

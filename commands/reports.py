@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from commands import render
-from commands._common import DbOption, JsonOption, open_store, progress
+from commands._common import DbOption, JsonOption, LedgerOption, ledger_url, open_store, progress
 from commands._gc import collector_paused
 from ledger import append, reports, values
 from ledger.errors import BadInput
@@ -60,14 +60,22 @@ def report(
     json_out: JsonOption = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="A CSV table on stdout.")] = False,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """A compliance, duty, customers or units report, now or as of --until."""
     reports.check_name(name)
     if json_out and csv_out:
         raise BadInput("give --json or --csv, not both")
     when = values.parse_time(until) if until is not None else None
-    with open_store(db, readonly=True) as store:
-        built = reports.of_store(store, name, until=when, now_us=append.now_us())
+    url = ledger_url(db, ledger)
+    if url is not None:
+        from ledger.service import client
+
+        with client.connect(url) as service:
+            built = client.report(service, name, when)
+    else:
+        with open_store(db, readonly=True) as store:
+            built = reports.of_store(store, name, until=when, now_us=append.now_us())
     render.emit(built, json_out=json_out, csv_out=csv_out)
 
 

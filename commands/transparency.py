@@ -9,26 +9,56 @@ from typing import Annotated
 import typer
 
 from commands import render
-from commands._common import DbOption, JsonOption, KeyOption, PassphraseOption, load_key, open_store
+from commands._common import (
+    DbOption,
+    JsonOption,
+    KeyOption,
+    LedgerOption,
+    PassphraseOption,
+    ledger_url,
+    load_key,
+    open_store,
+)
 from ledger import append, keys, limits, transparency, values
-from ledger.errors import BadInput
+from ledger.errors import BadInput, NotFound
 from ledger.statement import key_id
 
 
 def checkpoint(
-    key: KeyOption,
+    key: Annotated[Path | None, typer.Option("--key", help="The operator's private key (not with --ledger).")]
+    = None,
     out: Annotated[Path | None, typer.Option("--out",
                                              help="Write the signed note here (default: stdout).")] = None,
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Sign the log's current tree head with the operator key and store it in the ledger.
 
     Refuses (exit 1) if the log does not extend the latest checkpoint it signed before: statements were
     dropped or rewritten. Signing again at the same size gives the same note and stores nothing new.
+    With --ledger, print (or write) the checkpoint the service serves instead; the service signs its own.
     """
     if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise BadInput(f"cannot write {out}: no such directory")
+    url = ledger_url(db, ledger)
+    if url is not None:
+        if key is not None:
+            raise BadInput("with --ledger the service signs its checkpoints: give no --key")
+        from ledger.service import client
+
+        with client.connect(url) as service:
+            served = service.checkpoint()
+        if served is None:
+            raise NotFound(f"the ledger service at {url} holds no ledger yet: no checkpoint")
+        if out is None:
+            render.out(served, nl=False)
+        else:
+            transparency.write_atomic(out, served.encode())
+            render.out(f"checkpoint served by {url} written to {out}")
+        return
+    if key is None:
+        raise BadInput("give the operator's --key (or --ledger URL to print the served checkpoint)")
     signer = load_key(key, passphrase_file)
     with open_store(db) as store:
         signed = transparency.sign_tree_head(store, signer)
@@ -77,6 +107,7 @@ def prove(
     serial: Annotated[str, typer.Argument(help="The unit's serial.")],
     out: Annotated[Path, typer.Option("--out", help="The proof file to write (custody-proof/1 JSON).")],
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Write a self-contained proof of one unit's history against the latest stored checkpoint.
 
@@ -85,9 +116,17 @@ def prove(
     `custody checkpoint` first if no checkpoint covers the unit's newest statement.
     """
     values.check_serial(serial)
-    with open_store(db, readonly=True) as store:
-        proof = transparency.build_proof(store, serial, now_us=append.now_us())
-    data = proof.encode()
+    url = ledger_url(db, ledger)
+    if url is not None:
+        from ledger.service import client
+
+        with client.connect(url) as service:
+            data = service.unit_proof(serial)
+        proof = transparency.parse_proof(data)  # well-formed; `verify-proof` checks it against trusted keys
+    else:
+        with open_store(db, readonly=True) as store:
+            proof = transparency.build_proof(store, serial, now_us=append.now_us())
+        data = proof.encode()
     transparency.write_atomic(out, data)
     steps = sum(1 for e in proof.entries if _is_step(e))
     render.out(f"proof for unit {serial}: {steps} step(s) and {len(proof.entries) - steps} authorising "

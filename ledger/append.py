@@ -19,7 +19,16 @@ from typing import Any
 
 from ledger import driver, fold, limits, merkle, rules, views
 from ledger.aggregates import stored_log_event, stored_unit_link
-from ledger.errors import BadInput, Conflict, IntegrityError, Refused, StoreError, ViolationsFound
+from ledger.errors import (
+    BadInput,
+    ChainBroken,
+    Conflict,
+    IntegrityError,
+    LedgerError,
+    Refused,
+    StoreError,
+    ViolationsFound,
+)
 from ledger.keys import PrivateKey
 from ledger.policy import duty_due
 from ledger.state import DutyEntry, Finding, State, UnitState
@@ -213,12 +222,17 @@ class Recorded:
 
 def _runs(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any],
           serials: Sequence[str]) -> list[list[str]]:
+    assert store.origin is not None
+    return runs_of(store.origin, key, kind, data, serials)
+
+
+def runs_of(origin: str, key: PrivateKey, kind: str, data: Mapping[str, Any],
+            serials: Sequence[str]) -> list[list[str]]:
     """`serials` in runs that each fit one statement (DESIGN.md "Statements", Size); `duty_paid`, whose
     money cannot be split, and data too large for even one unit are `BadInput`."""
     if not serials:
         return [[]]
-    assert store.origin is not None
-    runs = split_units(origin=store.origin, kind=kind, signer=key.key_id, data=data, serials=serials)
+    runs = split_units(origin=origin, kind=kind, signer=key.key_id, data=data, serials=serials)
     if not runs:
         raise BadInput(f"a {kind} statement with this data does not fit {MAX_WIRE_BYTES:,} bytes "
                        "even with one unit: shorten the text fields")
@@ -227,6 +241,16 @@ def _runs(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any],
                        f"{MAX_WIRE_BYTES:,} bytes: {len(runs[0]):,} fit; an entry's money cannot be split "
                        "across statements, so record them as several entries")
     return runs
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A statement signed elsewhere that `append_signed` refused: the error, and for a `chain` failure the
+    heads of its units as they stood (None: the unit has no chain)."""
+
+    statement: Statement
+    error: LedgerError
+    heads: tuple[tuple[str, bytes | None], ...] = ()
 
 
 def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], serials: Sequence[str] = (),
@@ -306,6 +330,56 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
             if raced:
                 e.detail = f"{e.detail} (another writer appended first)"
             raise
+    raise AssertionError("unreachable")
+
+
+def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
+                  clock: Callable[[], int] = now_us, attempts: int = MAX_ATTEMPTS) -> list[Recorded | Rejected]:
+    """Append statements signed elsewhere (the service's submissions), in order, in one transaction.
+
+    Each is (statement, findings): the hard rules apply to all; with findings "refuse" a custody step that
+    would add findings is refused (`ViolationsFound`, their index the log size at the attempt) as `record`'s
+    pre-check refuses it. A refused statement is left out and its error returned in its place; the others
+    are appended. A lost race (`Conflict`) redoes the whole group on the heads as they now are; nothing is
+    re-signed, so a statement whose unit moved on is then refused (`chain`).
+    """
+    started = time.monotonic()
+    delay = BACKOFF_FIRST_S
+    for attempt in range(1, attempts + 1):
+        try:
+            batch = Batch(store, clock)
+            out: list[Recorded | Rejected] = []
+            last: Statement | None = None
+            for statement, findings in statements:
+                try:
+                    batch.check(statement)
+                    if findings == "refuse" and statement.units:
+                        found = batch.preview(statement)
+                        if found:
+                            raise ViolationsFound(_describe(found), tuple(found))
+                    added = batch.add(statement)
+                except IntegrityError as e:
+                    heads: tuple[tuple[str, bytes | None], ...] = ()
+                    if isinstance(e, ChainBroken):
+                        units = batch.state.units
+                        heads = tuple((s, units[s].head if s in units else None) for s in statement.serials)
+                    out.append(Rejected(statement, e, heads))
+                    continue
+                except ViolationsFound as e:
+                    out.append(Rejected(statement, e))
+                    continue
+                out.append(Recorded(batch.size - 1, statement, tuple(added), (), attempt))
+                last = statement
+            if last is not None:
+                _commit(store, batch, last)
+            return out
+        except Conflict as e:
+            elapsed = time.monotonic() - started
+            if attempt == attempts or elapsed + delay > RETRY_BUDGET_S:
+                raise Conflict(f"gave up after {attempt} attempts in {elapsed:.1f} s: other writers kept "
+                               f"appending first ({e.detail})") from e
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, BACKOFF_CAP_S)
     raise AssertionError("unreachable")
 
 

@@ -170,14 +170,17 @@ class ProofSource:
     copied, and must not change while the source is in use.
     """
 
-    def __init__(self, leaf_hashes: Sequence[bytes], size: int | None = None) -> None:
+    def __init__(self, leaf_hashes: Sequence[bytes], size: int | None = None,
+                 cache: dict[tuple[int, int], bytes] | None = None) -> None:
+        """`cache` may be shared by the sources of one growing log (a perfect subtree never changes), so
+        that a service answering proofs at each new size does not hash the log again."""
         if size is None:
             size = len(leaf_hashes)
         if size < 0 or size > len(leaf_hashes):
             raise BadInput(f"tree size {size} is not between 0 and the {len(leaf_hashes)} leaves given")
         self._leaves = leaf_hashes
         self._size = size
-        self._cache: dict[tuple[int, int], bytes] = {}
+        self._cache: dict[tuple[int, int], bytes] = {} if cache is None else cache
 
     @property
     def size(self) -> int:

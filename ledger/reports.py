@@ -60,8 +60,7 @@ def compliance(state: State, as_of: int, log_size: int | None = None) -> Report:
     found = findings_as_of(state, as_of)
     document = {"as_of": format_time(as_of), "log_size": size, "findings": [finding_json(f) for f in found],
                 "counts": counts(found)}
-    rows = tuple((f.code, f.serial, f.index, f.detail) for f in found)
-    return Report("compliance", as_of, size, document, ("code", "serial", "index", "detail"), rows)
+    return from_document("compliance", as_of, document)
 
 
 def _entry_json(d: DutyEntry) -> dict[str, Any]:
@@ -89,14 +88,7 @@ def duty(state: State, as_of: int, log_size: int | None = None) -> Report:
     entries = [_entry_json(state.duty[e]) for e in sorted(state.duty)]
     total = duty_totals(state)
     document = {"as_of": format_time(as_of), "log_size": size, "entries": entries, "total": total}
-    columns = ("row", "entry", "statements", "units", "entered_value_cents", "duty_due_cents", "paid_cents",
-               "shortfall_cents")
-    rows = [("entry", e["entry"], e["statements"], e["units"], e["entered_value_cents"], e["duty_due_cents"],
-             e["paid_cents"], e["shortfall_cents"]) for e in entries]
-    rows.append(("total", "", sum(e["statements"] for e in entries), total["units"],
-                 total["entered_value_cents"], total["duty_due_cents"], total["paid_cents"],
-                 total["shortfall_cents"]))
-    return Report("duty", as_of, size, document, columns, tuple(rows))
+    return from_document("duty", as_of, document)
 
 
 def customer_status(c: Customer, as_of: int) -> str:
@@ -121,10 +113,7 @@ def customers(state: State, as_of: int, log_size: int | None = None) -> Report:
     size = state.size if log_size is None else log_size
     listed = [customer_json(state.customers[c], as_of) for c in sorted(state.customers)]
     document = {"as_of": format_time(as_of), "log_size": size, "customers": listed}
-    columns = ("id", "status", "license", "valid_until", "cap", "consigned", "received", "remaining",
-               "over_cap")
-    rows = tuple(tuple(c[k] if c[k] is not None else "" for k in columns) for c in listed)
-    return Report("customers", as_of, size, document, columns, rows)
+    return from_document("customers", as_of, document)
 
 
 def units_by_step(state: State) -> dict[str, int]:
@@ -149,10 +138,38 @@ def units(state: State, as_of: int, log_size: int | None = None) -> Report:
     late = overdue_json(state, as_of)
     document = {"as_of": format_time(as_of), "log_size": size, "total": len(state.units), "steps": steps,
                 "overdue": late}
-    columns = ("row", "step", "count", "serial", "index", "since", "days_waiting")
-    rows: list[tuple[Any, ...]] = [("step", step, count, "", "", "", "") for step, count in steps.items()]
-    rows += [("overdue", o["step"], "", o["serial"], o["index"], o["since"], o["days_waiting"]) for o in late]
-    return Report("units", as_of, size, document, columns, tuple(rows))
+    return from_document("units", as_of, document)
+
+
+def from_document(name: str, as_of: int, document: dict[str, Any]) -> Report:
+    """A report from its `--json` document (built here, or served by `GET /v1/reports/NAME`): the CSV
+    table is derived from the document alone, so it reads the same either way."""
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    if name == "compliance":
+        columns = ("code", "serial", "index", "detail")
+        rows = [(f["code"], f["serial"], f["index"], f["detail"]) for f in document["findings"]]
+    elif name == "duty":
+        columns = ("row", "entry", "statements", "units", "entered_value_cents", "duty_due_cents",
+                   "paid_cents", "shortfall_cents")
+        entries, total = document["entries"], document["total"]
+        rows = [("entry", e["entry"], e["statements"], e["units"], e["entered_value_cents"],
+                 e["duty_due_cents"], e["paid_cents"], e["shortfall_cents"]) for e in entries]
+        rows.append(("total", "", sum(e["statements"] for e in entries), total["units"],
+                     total["entered_value_cents"], total["duty_due_cents"], total["paid_cents"],
+                     total["shortfall_cents"]))
+    elif name == "customers":
+        columns = ("id", "status", "license", "valid_until", "cap", "consigned", "received", "remaining",
+                   "over_cap")
+        rows = [tuple(c[k] if c[k] is not None else "" for k in columns) for c in document["customers"]]
+    elif name == "units":
+        columns = ("row", "step", "count", "serial", "index", "since", "days_waiting")
+        rows = [("step", step, count, "", "", "", "") for step, count in document["steps"].items()]
+        rows += [("overdue", o["step"], "", o["serial"], o["index"], o["since"], o["days_waiting"])
+                 for o in document["overdue"]]
+    else:
+        raise BadInput(f"unknown report {name!r:.40}")
+    return Report(name, as_of, int(document["log_size"]), document, columns, tuple(rows))
 
 
 REPORTS: dict[str, Callable[[State, int, int | None], Report]] = {

@@ -540,12 +540,13 @@ class Store:
                 return
             start = rows[-1].id
 
-    def checkpoints(self) -> list[tuple[int, int, str]]:
-        """Stored checkpoints as (version, size, note text), in the order they were signed."""
+    def checkpoints(self, after: int = 0) -> list[tuple[int, int, str]]:
+        """Stored checkpoints as (version, size, note text), in the order they were signed; those with a
+        version above `after` (a follower's last one) only, if given."""
         if self.origin is None:
             return []
         out = []
-        for row in self._select(checkpoints_id(self.origin)):
+        for row in self._select(checkpoints_id(self.origin), **({"gt": after} if after else {})):
             state = _decoded(row.state)
             size, note = state.get("size"), state.get("note")
             # an undecodable row reads as an empty note, which `verify` reports as a bad checkpoint

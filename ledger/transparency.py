@@ -140,8 +140,12 @@ def stored_notes(store: Store, ledger: Ledger) -> list[ParsedNote]:
 
     Raises `CheckpointSignatureInvalid` for the first one that does not verify.
     """
+    return _verified(store.checkpoints(), ledger)
+
+
+def _verified(rows: Iterable[tuple[int, int, str]], ledger: Ledger) -> list[ParsedNote]:
     out: list[ParsedNote] = []
-    for version, _size, text in store.checkpoints():
+    for version, _size, text in rows:
         try:
             note = notes.parse_note(text)
             notes.verify_operator(note, ledger.origin, ledger.operator)
@@ -159,6 +163,15 @@ def _largest(parsed: Iterable[ParsedNote]) -> ParsedNote | None:
 # --- the operator: signing tree heads -----------------------------------------------------------------
 
 
+@dataclass
+class StoredSoFar:
+    """What a long-running signer has read of the stored checkpoints: the last version read and the largest
+    note among them, verified; `sign_tree_head` then reads only the checkpoints stored since."""
+
+    version: int = 0
+    latest: ParsedNote | None = None
+
+
 @dataclass(frozen=True)
 class SignedCheckpoint:
     """A checkpoint the operator signed: the note, and whether it was stored now or was already there."""
@@ -169,12 +182,17 @@ class SignedCheckpoint:
     previous: Checkpoint | None
 
 
-def sign_tree_head(store: Store, key: PrivateKey, *, attempts: int = SIGN_ATTEMPTS) -> SignedCheckpoint:
+def sign_tree_head(store: Store, key: PrivateKey, *, attempts: int = SIGN_ATTEMPTS,
+                   tree: Callable[[int], merkle.ProofSource] | None = None,
+                   known: StoredSoFar | None = None) -> SignedCheckpoint:
     """Sign the current tree head as the operator and store it as the next `Checkpoints` event.
 
     Refuses (`CheckpointInconsistent`) when the log does not extend the largest checkpoint stored before,
     and (`RootMismatch`) when the stored tree head is not the root of the stored statements. A checkpoint
     of the size already stored is returned without storing it again. `key` must be the genesis operator.
+    `tree(size)` gives the log's tree at a size from leaf hashes the caller read from this store before (the
+    service keeps them); by default they are read again here. `known`, kept by the caller from one call to
+    the next, spares reading and verifying again the checkpoints stored before.
     """
     ledger = ledger_identity(store)
     if key.public != ledger.operator:
@@ -182,19 +200,27 @@ def sign_tree_head(store: Store, key: PrivateKey, *, attempts: int = SIGN_ATTEMP
                        f"({key_id(ledger.operator)[:16]}…, named at genesis)")
     for attempt in range(1, attempts + 1):
         try:
-            return _sign_once(store, key, ledger)
+            return _sign_once(store, key, ledger, tree, known)
         except Conflict:
             if attempt == attempts:
                 raise
     raise AssertionError("unreachable")
 
 
-def _sign_once(store: Store, key: PrivateKey, ledger: Ledger) -> SignedCheckpoint:
+def _sign_once(store: Store, key: PrivateKey, ledger: Ledger, tree: Callable[[int], merkle.ProofSource] | None,
+               known: StoredSoFar | None) -> SignedCheckpoint:
+    # the checkpoints first, then the head: every checkpoint read is then of a size the head covers, even
+    # when another signer stores one meanwhile
+    so_far = known if known is not None else StoredSoFar()
+    stored = store.checkpoints(after=so_far.version)
+    latest = _largest([*([so_far.latest] if so_far.latest is not None else []), *_verified(stored, ledger)])
+    last_version = stored[-1][0] if stored else so_far.version
+    so_far.version, so_far.latest = last_version, latest
     head = store.head()
     if head is None:
         raise NotALedger(f"{store.url} holds no ledger")
     size = head.index + 1
-    source = merkle.ProofSource(read_leaves(store, size))
+    source = tree(size) if tree is not None else merkle.ProofSource(read_leaves(store, size))
     root = source.root()
     try:
         kept = merkle.CompactRange.from_list(size, head.range).root()
@@ -204,8 +230,6 @@ def _sign_once(store: Store, key: PrivateKey, ledger: Ledger) -> SignedCheckpoin
     if kept != root:
         raise RootMismatch(f"the stored tree head at size {size} is not the root of the stored statements "
                            "(run `custody verify`)", expected=kept, calculated=root, index=head.index)
-    stored = store.checkpoints()
-    latest = _largest(stored_notes(store, ledger))
     if latest is not None:
         _require_extends(source, latest.checkpoint, "the latest checkpoint the log signed")
     checkpoint = Checkpoint(ledger.origin, size, root)
@@ -213,8 +237,9 @@ def _sign_once(store: Store, key: PrivateKey, ledger: Ledger) -> SignedCheckpoin
     previous = latest.checkpoint if latest else None
     if previous is not None and previous.size == size:
         return SignedCheckpoint(note, checkpoint, stored=False, previous=previous)
-    version = stored[-1][0] + 1 if stored else 1
+    version = last_version + 1
     store.write([stored_checkpoint(ledger.origin, version, size, note, datetime.now(UTC))])
+    so_far.version, so_far.latest = version, notes.parse_note(note)
     return SignedCheckpoint(note, checkpoint, stored=True, previous=previous)
 
 

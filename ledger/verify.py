@@ -368,31 +368,48 @@ def verify_bundle(path: Path, options: Options, stream: BinaryIO | None = None) 
             verifier = Verifier(None, options)
             verifier.fail(e)
             return verifier.report(_checks(options, False, False))
-        verifier = Verifier(reader.origin, options)
-        checkpoints: list[str] = []
-        try:
-            with parallel.Pipeline(parallel.worker_count(options.workers, _statements_in(path))) as pipe:
-                for _, items, leaves in pipe.decode(_bundle_chunks(reader), stored=False):
-                    verifier.chunk(items, leaves)
-                    if options.progress:
-                        options.progress(len(items))
-            checkpoints = list(reader.checkpoints())
-        except EncodingInvalid as e:  # the reader names the statement's index, None among checkpoints
-            verifier.fail(e)
+        return verify_wires(reader.origin, _bundle_chunks(reader), lambda: list(reader.checkpoints()), options,
+                            where="bundled", count=_statements_in(path))
+
+
+def verify_wires(origin: str, chunks: Iterator[tuple[int, list[bytes], None]],
+                 checkpoints: Callable[[], Sequence[str]], options: Options, *, where: str,
+                 count: int | None = None, after: Callable[[Verifier], None] | None = None) -> Report:
+    """Verify a log given as its wire forms in log order (a bundle's, or a service's entry bundles) and
+    its checkpoints (read once the wires are): every check a database gets, but log indices and unit links.
+
+    A defect in the source (`IntegrityError` from `chunks` or `checkpoints`) is a failure after what came
+    before it; `after` may add failures of its own once the leaves are known (the served hash tiles).
+    """
+    verifier = Verifier(origin, options)
+    notes_found: Sequence[str] = []
+    try:
+        with parallel.Pipeline(parallel.worker_count(options.workers, count)) as pipe:
+            for _, items, leaves in pipe.decode(chunks, stored=False):
+                verifier.chunk(items, leaves)
+                if options.progress:
+                    options.progress(len(items))
+        notes_found = checkpoints()
+    except IntegrityError as e:  # the source names the statement's index, None among checkpoints
+        verifier.fail(e)
+    if after is not None:
+        after(verifier)
     if not verifier.size and not verifier.failure_count:
-        verifier.fail(Failure("genesis_trust", None, "the bundle holds no statements: no genesis at index 0"))
-    good = verifier.check_notes(checkpoints, "bundled")
+        verifier.fail(Failure("genesis_trust", None, f"the {where} log holds no statements: no genesis at "
+                              "index 0"))
+    checkpoints_seen = list(notes_found)
+    good = verifier.check_notes(checkpoints_seen, where)
     given = verifier.check_given()
     verifier.check_witnesses(good + given)
     _trust_warning(verifier, options)
     sizes = []
-    for text in checkpoints:
+    for text in checkpoints_seen:
         try:
             sizes.append(notes.parse_note(text).checkpoint.size)
         except LedgerError:
             continue
     _uncovered_warning(verifier, sizes)
-    return verifier.report(_checks(options, False, bool(checkpoints)))
+    return verifier.report(_checks(options, False, bool(checkpoints_seen)))
 
 
 def _bundle_chunks(reader: bundle_format.BundleReader) -> Iterator[tuple[int, list[bytes], None]]:

@@ -1,0 +1,340 @@
+"""The service's write side: submissions appended by the library's writer, checkpoints signed on a timer.
+
+One writer thread per process does every write: it takes the waiting submissions in groups and hands each
+group to `append.append_signed` (the hard rules, the pre-check, one transaction under the store's writer
+lock, a lost race redone), then, within `checkpoint_every` seconds of any growth of the log (whoever
+appended it), signs a checkpoint with `transparency.sign_tree_head`. Several processes on one PostgreSQL
+database take turns on the writer lock; their checkpoints are one sequence, as the store's optimistic
+versions allow one signer per version (the others find that size signed and adopt it).
+
+A submission is answered once a checkpoint covers it, with an inclusion proof in that checkpoint. A wire
+form already logged is answered the same way, before any rule. At most `max_waiting` submissions wait at
+once; beyond that, and when the store is unavailable, the caller says 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import append, transparency
+from ledger.errors import (
+    ChainBroken,
+    GenesisUntrusted,
+    LedgerError,
+    NotALedger,
+    StoreError,
+)
+from ledger.keys import PrivateKey
+from ledger.service.tiles import TiledLog
+from ledger.statement import Statement
+from ledger.store import Store
+
+DEFAULT_CHECKPOINT_EVERY_S = 1.0
+MAX_WAITING = 1024  # DESIGN.md: at least 1,024 submissions may wait for a checkpoint at once
+WAIT_TIMEOUT_S = 30.0  # a submission not covered by then is answered 503 (its retry is idempotent)
+GROUP_SIZE = 512  # submissions appended in one transaction at most
+MIN_REFRESH_S = 0.05  # a reader looking beyond the log held refreshes it at most this often
+POLL_S = 1.0  # the writer thread looks at the store at least this often, even with nothing to do
+
+
+@dataclass
+class Pending:
+    """One submission in flight: its statement, and where the writer thread puts the outcome."""
+
+    wire: bytes
+    statement: Statement
+    findings: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Outcome] = field(repr=False)
+
+    def resolve(self, outcome: Outcome) -> None:
+        def settle() -> None:
+            if not self.future.done():
+                self.future.set_result(outcome)
+
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            self.loop.call_soon_threadsafe(settle)
+
+
+@dataclass(frozen=True)
+class Covered:
+    """A logged statement and the checkpoint that covers it."""
+
+    index: int
+    statement: Statement
+    size: int
+    note: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A refused submission: the library's error (and the units' heads for `chain`), or unavailability."""
+
+    error: LedgerError
+    heads: tuple[tuple[str, bytes | None], ...] = ()
+    unavailable: bool = False
+    moved: bool = False  # DESIGN.md 409: a step whose `prev` differs from a unit's existing head
+
+
+Outcome = Covered | Failed
+_STOP: Any = object()  # put on the queue to wake the writer thread when it should stop
+
+
+class Ledger:
+    """A ledger served over HTTP: its stores, its tiles, its writer thread and its latest checkpoint."""
+
+    def __init__(self, db: str, operator: PrivateKey, *, checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY_S,
+                 max_waiting: int = MAX_WAITING, wait_timeout: float = WAIT_TIMEOUT_S) -> None:
+        self.db = db
+        self.operator = operator
+        self.checkpoint_every = checkpoint_every
+        self.max_waiting = max_waiting
+        self.wait_timeout = wait_timeout
+        self.tiles = TiledLog()
+        self.writer = Store(db, create=True)
+        self._reader = Store(db)
+        self._reader_lock = threading.Lock()
+        self.origin: str | None = None
+        self._check_operator(self.writer)
+        self.checkpoint: tuple[int, str] | None = None  # (size, note) of the largest stored checkpoint
+        self._checkpoint_version = 0
+        self._signed_so_far = transparency.StoredSoFar()  # the signer reads only checkpoints stored since
+        self._queue: queue.Queue[Pending] = queue.Queue()
+        self._waiting: list[tuple[int, Pending]] = []
+        self._waiting_lock = threading.Lock()
+        self.in_flight = 0  # submissions accepted and not yet answered (changed on the event loop only)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_signed = 0.0
+        self._last_refresh = 0.0
+        self.healthy = True  # False while the store fails
+        self.on_checkpoint: list[Callable[[int, str], None]] = []  # called (size, note) when a new one is stored
+        self.decorate: Callable[[str], str] = lambda note: note  # adds stored cosignatures to a served note
+        self.tiles.refresh(self.writer)
+        self._load_checkpoints(self.writer)
+
+    # --- stores ---------------------------------------------------------------------------------------
+
+    def _check_operator(self, store: Store) -> None:
+        if not store.opened:
+            return
+        ledger = transparency.ledger_identity(store)
+        if ledger.operator != self.operator.public:
+            raise NotALedger(f"the operator key is not the one {store.url} names at genesis: serve it with "
+                             "the ledger's operator key")
+        self.origin = ledger.origin
+
+    def reader(self) -> Store:
+        """The store that reads serve from (reopened once the log begins, so that it finds it)."""
+        with self._reader_lock:
+            if not self._reader.opened and self.tiles.size:
+                self._reader.close()
+                self._reader = Store(self.db)
+            return self._reader
+
+    def refresh(self, *, force: bool = False) -> int:
+        """Bring the tiles up to the store (at most every `MIN_REFRESH_S` unless forced); the size held."""
+        now = time.monotonic()
+        if force or now - self._last_refresh >= MIN_REFRESH_S:
+            self._last_refresh = now
+            self.tiles.refresh(self.reader())
+        return self.tiles.size
+
+    def close(self) -> None:
+        self.stop()
+        self.writer.close()
+        self._reader.close()
+
+    # --- the writer thread ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._checkpoint_due(force=True)
+        self._thread = threading.Thread(target=self._run, name="custody-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._queue.put(_STOP)  # wake the writer thread
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def submit(self, pending: Pending) -> None:
+        self._queue.put(pending)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            group: list[Pending] = []
+            try:
+                group.append(self._queue.get(timeout=self._sleep()))
+                while len(group) < GROUP_SIZE:
+                    group.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            group = [p for p in group if p is not _STOP]
+            if group:
+                self._append(group)
+            self._checkpoint_due()
+        for pending in self._drain():
+            pending.resolve(Failed(StoreError("the service is stopping"), unavailable=True))
+
+    def _drain(self) -> list[Pending]:
+        out: list[Pending] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                pending = self._queue.get_nowait()
+                if pending is not _STOP:
+                    out.append(pending)
+        with self._waiting_lock:
+            out += [p for _, p in self._waiting]
+            self._waiting = []
+        return out
+
+    def _sleep(self) -> float:
+        """Until the next checkpoint may be signed (or, at most `POLL_S`, a look for other writers' growth)."""
+        return min(POLL_S, max(0.005, self._last_signed + self.checkpoint_every - time.monotonic()))
+
+    def _append(self, group: list[Pending]) -> None:
+        try:
+            if not self.writer.opened:  # another process may have opened the ledger meanwhile
+                self._reopen_writer()
+            outcomes = append.append_signed(self.writer, [(p.statement, p.findings) for p in group])
+            self.healthy = True
+        except LedgerError as e:
+            self.healthy = False
+            for pending in group:
+                pending.resolve(Failed(e, unavailable=True))
+            return
+        if self.origin is None and self.writer.opened:
+            self._check_operator(self.writer)
+        self.tiles.refresh(self.writer)
+        waiting: list[tuple[int, Pending]] = []
+        for pending, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, append.Recorded):
+                waiting.append((outcome.index, pending))
+                continue
+            logged = self.find_logged(pending.wire, pending.statement, self.writer) \
+                if isinstance(outcome.error, ChainBroken | GenesisUntrusted) else None
+            if logged is not None:
+                waiting.append((logged, pending))
+            else:
+                pending.resolve(Failed(outcome.error, outcome.heads, moved=_moved(pending.statement,
+                                                                                  outcome.heads)))
+        self.wait_for_checkpoint(waiting)
+
+    def _reopen_writer(self) -> None:
+        fresh = Store(self.db)
+        if fresh.opened:
+            self.writer.close()
+            self.writer = fresh
+        else:
+            fresh.close()
+
+    def wait_for_checkpoint(self, waiting: list[tuple[int, Pending]]) -> None:
+        """Answer each (index, submission) once a checkpoint covers the index (now, if one does)."""
+        current = self.checkpoint
+        later = []
+        for index, pending in waiting:
+            if current is not None and index < current[0]:
+                pending.resolve(Covered(index, pending.statement, current[0], current[1]))
+            else:
+                later.append((index, pending))
+        if later:
+            with self._waiting_lock:
+                self._waiting += later
+            self._resolve_waiting()
+
+    def _resolve_waiting(self) -> None:
+        current = self.checkpoint
+        if current is None:
+            return
+        size, note = current
+        with self._waiting_lock:
+            ready = [(i, p) for i, p in self._waiting if i < size]
+            self._waiting = [(i, p) for i, p in self._waiting if i >= size]
+        for index, pending in ready:
+            pending.resolve(Covered(index, pending.statement, size, note))
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+
+    def _load_checkpoints(self, store: Store) -> bool:
+        """Adopt checkpoints stored since the last look (by any process); whether a larger one came."""
+        grown = False
+        for version, size, note in store.checkpoints(after=self._checkpoint_version):
+            self._checkpoint_version = version
+            if size >= 0 and (self.checkpoint is None or size > self.checkpoint[0]):
+                self.checkpoint = (size, note)
+                grown = True
+        return grown
+
+    def _checkpoint_due(self, *, force: bool = False) -> None:
+        """Sign a checkpoint of the whole log if it grew and the last one is `checkpoint_every` old."""
+        now = time.monotonic()
+        if not force and now < self._last_signed + self.checkpoint_every:
+            return
+        try:
+            if not self.writer.opened:
+                self._reopen_writer()
+                if not self.writer.opened:
+                    return
+                self._check_operator(self.writer)
+            size = self.tiles.refresh(self.writer)
+            grown = self._load_checkpoints(self.writer)
+            if size and (self.checkpoint is None or size > self.checkpoint[0]):
+                signed = transparency.sign_tree_head(self.writer, self.operator, tree=self._tree,
+                                                     known=self._signed_so_far)
+                self._last_signed = time.monotonic()
+                grown = self._load_checkpoints(self.writer) or grown
+                if signed.stored:
+                    for hook in self.on_checkpoint:
+                        with contextlib.suppress(Exception):  # a hook's failure never stops the log
+                            hook(signed.checkpoint.size, signed.note)
+            self.healthy = True
+        except LedgerError:
+            self.healthy = False
+            self._last_signed = time.monotonic()  # try again after an interval, not in a busy loop
+            return
+        if grown:
+            self._resolve_waiting()
+
+    def _tree(self, size: int) -> Any:
+        while self.tiles.size < size:
+            before = self.tiles.size
+            self.tiles.refresh(self.writer)
+            if self.tiles.size == before:
+                raise StoreError(f"the log ends at {before} statements, not {size}")
+        return self.tiles.tree(size)
+
+    # --- idempotency ----------------------------------------------------------------------------------
+
+    def find_logged(self, wire: bytes, statement: Statement, store: Store | None = None) -> int | None:
+        """The index of `wire` if the log holds exactly it, else None."""
+        store = store or self.reader()
+        index: int | None = None
+        if statement.units:
+            for link in store.unit_links(statement.units[0][0]):
+                if link.get("hash") == statement.hash:
+                    index = link.get("index")
+                    break
+        else:
+            index = self.tiles.admin.get(statement.hash)
+        if not isinstance(index, int):
+            return None
+        event = next(iter(store.log(index, index + 1)), None)
+        return index if event is not None and event.wire == wire else None
+
+
+def _moved(statement: Statement, heads: tuple[tuple[str, bytes | None], ...]) -> bool:
+    """Whether some unit of a step (not a `fabricated`) has a chain whose head is not the statement's
+    `prev`: the signer's view of the heads is stale, so re-reading them and signing again may succeed."""
+    if statement.kind == "fabricated" or not heads:
+        return False
+    current = dict(heads)
+    return any(current.get(serial) is not None and current[serial] != prev for serial, prev in statement.units)
