@@ -18,7 +18,7 @@ from commands._common import (
     load_key,
     open_store,
 )
-from ledger import append, directory, keys, policy, values
+from ledger import append, directory, keys, limits, policy, values
 from ledger.errors import BadInput
 from ledger.statement import ROLES
 
@@ -60,6 +60,9 @@ def init(origin: Annotated[str, typer.Option("--origin", help="The ledger's name
     co = [keys.load_public(p) for p in co_authority or []]
     url = ledger_url(db, ledger)
     key = load_key(authority, passphrase_file)
+    # every input checked before anything is created or submitted: a failed init leaves nothing behind
+    append.genesis(key, origin=origin, co_authorities=co, operator=operator_key, policy_text=text,
+                   at=append.now_us())
     if url is not None:
         from ledger.service import client
 
@@ -122,7 +125,7 @@ def revoke_key(
 @customer_app.command("approve")
 def customer_approve(
     customer_id: Annotated[str, typer.Argument(metavar="ID")],
-    cap: Annotated[int, typer.Option("--cap", min=0, help="Units it may receive.")],
+    cap: Annotated[int, typer.Option("--cap", min=0, max=limits.MAX_COUNT, help="Units it may receive.")],
     license_: Annotated[str, typer.Option("--license", help="The export licence.")],
     key: KeyOption,
     until: Annotated[str | None, typer.Option("--until", help="Last day of the approval (UTC).")] = None,

@@ -10,7 +10,7 @@ import typer
 from commands import render
 from commands._common import DbOption, db_url, open_store, progress
 from commands._gc import collector_paused
-from ledger import transfer
+from ledger import keys, transfer
 from ledger.store import redact
 
 UptoOption = Annotated[int | None, typer.Option(
@@ -33,11 +33,14 @@ def export(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="The bu
 
 
 def import_bundle(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="The bundle to import.")],
+                  trust: Annotated[list[Path] | None, typer.Option(
+                      "--trust", help="Trusted authority public key (as verify --trust).")] = None,
                   db: DbOption = None) -> None:
     """Verify a bundle, then append it to an empty ledger or to the ledger it extends."""
     url = db_url(db)
+    trusted = [keys.load_public(p) for p in trust] if trust else None
     with progress("verifying", None) as advance, collector_paused():
-        plan = transfer.prepare_import(url, bundle, progress=advance)
+        plan = transfer.prepare_import(url, bundle, progress=advance, trusted=trusted)
     with progress("importing", max(plan.statements - plan.target_size, 0)) as advance:
         done = transfer.run_import(plan, progress=advance)
     for warning in plan.warnings:  # after the import: a refusal stays one line

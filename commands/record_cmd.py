@@ -43,7 +43,7 @@ def _data(kind: str, given: dict[str, str | None]) -> dict[str, Any]:
                 raise typer.BadParameter(f"--result must be pass or fail, not {value!r}")
             data[field] = value
         else:
-            data[field] = value
+            data[field] = values.parse_text(value, _option(field))
     return data
 
 

@@ -19,10 +19,12 @@ from typing import Any
 
 from ledger import driver, fold, limits, merkle, rules, views
 from ledger.aggregates import stored_log_event, stored_unit_link
+from ledger.checkpoint import check_origin
 from ledger.errors import (
     BadInput,
     ChainBroken,
     Conflict,
+    EncodingInvalid,
     IntegrityError,
     LedgerError,
     Refused,
@@ -30,7 +32,7 @@ from ledger.errors import (
     ViolationsFound,
 )
 from ledger.keys import PrivateKey
-from ledger.policy import duty_due
+from ledger.policy import duty_due, parse_policy
 from ledger.state import DutyEntry, Finding, State, UnitState
 from ledger.statement import (
     MAX_WIRE_BYTES,
@@ -38,6 +40,7 @@ from ledger.statement import (
     Statement,
     assemble,
     encode_body,
+    key_id,
     signed_message,
     split_units,
     wire_size,
@@ -55,7 +58,10 @@ def now_us() -> int:
 
 def sign_statement(key: PrivateKey, *, origin: str, kind: str, at: int,
                    units: Sequence[tuple[str, bytes]], data: Mapping[str, Any]) -> Statement:
-    body = encode_body(origin=origin, kind=kind, at=at, signer=key.key_id, units=units, data=data)
+    try:
+        body = encode_body(origin=origin, kind=kind, at=at, signer=key.key_id, units=units, data=data)
+    except EncodingInvalid as e:  # a value no statement can carry (text that is not UTF-8, a huge number)
+        raise BadInput(f"cannot make the {kind} statement: {e.detail}") from e
     if wire_size(len(body)) > MAX_WIRE_BYTES:
         raise BadInput(f"the {kind} statement would be {wire_size(len(body)):,} bytes, more than the "
                        f"{MAX_WIRE_BYTES:,} a statement may hold: shorten its text")
@@ -139,8 +145,13 @@ class Batch:
         rules.check(self.state, statement, self.size, self.clock())
 
     def check_limits(self, statement: Statement) -> None:
-        """Refuse (`BadInput`) what an honest writer never logs though the hard rules allow it: amounts
-        beyond `limits.MAX_STATEMENT_CENTS`, or an entry's totals beyond `limits.MAX_TOTAL_CENTS`."""
+        """Refuse what an honest writer never logs though the hard rules allow it: the operator's key
+        registered to a participant (`Refused`: it signs checkpoints only, DESIGN.md "Who may sign");
+        amounts beyond `limits.MAX_STATEMENT_CENTS`, or an entry's totals beyond `limits.MAX_TOTAL_CENTS`
+        (`BadInput`)."""
+        if statement.kind == "participant_registered" and statement.data["key"] == self.state.operator:
+            raise Refused(f"key {key_id(statement.data['key'])} is the log operator's: the operator's key "
+                          "signs checkpoints only, never statements; register another key")
         limits.check_amounts(statement.kind, statement.data)
         if statement.kind != "duty_paid":
             return
@@ -413,19 +424,31 @@ def _describe(findings: Sequence[Finding]) -> str:
     return "the step would add findings: " + "; ".join(parts)
 
 
+def genesis(key: PrivateKey, *, origin: str, co_authorities: Sequence[bytes], operator: bytes,
+            policy_text: str, at: int) -> Statement:
+    """The signed genesis `ledger_opened` (`key` is the first authority), or `BadInput` for anything that
+    would make a bad one: an origin no checkpoint can carry (`checkpoint.check_origin`), an operator that
+    is also an authority (DESIGN.md: the operator's key signs checkpoints only), a policy that is not one,
+    a statement too large. It touches no store: `init` calls it before it creates anything."""
+    check_origin(origin)
+    authorities = [key.public, *[k for k in co_authorities if k != key.public]]
+    if operator in authorities:
+        raise BadInput(f"the operator key {key_id(operator)} is also an authority's: the operator's key signs "
+                       "checkpoints only; give the log operator a key of its own")
+    parse_policy(policy_text)
+    return sign_statement(key, origin=origin, kind="ledger_opened", at=at, units=(),
+                          data={"authorities": authorities, "operator": operator, "policy": policy_text})
+
+
 def open_ledger(store: Store, key: PrivateKey, *, origin: str, co_authorities: Sequence[bytes],
                 operator: bytes, policy_text: str, at: int | None = None,
                 clock: Callable[[], int] = now_us) -> Recorded:
-    """Append the genesis `ledger_opened` to an empty store; `key` is the first authority."""
+    """Append the genesis `ledger_opened` (see `genesis`) to an empty store; `key` is the first authority."""
     if store.opened:
         raise Refused(f"{store.url} already holds a ledger ({store.origin})")
-    if not origin or any(c.isspace() for c in origin) or "+" in origin:
-        raise BadInput(f"bad origin {origin!r}: use a name like custody.example/h200-cn (no spaces)")
-    authorities = [key.public, *[k for k in co_authorities if k != key.public]]
+    statement = genesis(key, origin=origin, co_authorities=co_authorities, operator=operator,
+                        policy_text=policy_text, at=at if at is not None else clock())
     batch = Batch(store, clock)
-    statement = sign_statement(key, origin=origin, kind="ledger_opened", at=at if at is not None else clock(),
-                               units=(), data={"authorities": authorities, "operator": operator,
-                                               "policy": policy_text})
     batch.add(statement)
     batch.commit()
     return Recorded(index=0, statement=statement, findings=(), skipped=(), attempts=1)

@@ -36,6 +36,7 @@ import base64
 import binascii
 import hashlib
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -361,6 +362,31 @@ def _name_problem(name: str) -> str | None:
     if any(ch.isspace() or ch == "+" or ch < " " for ch in name):
         return f"key name {name[:80]!r} contains a space, a control character or '+'"
     return None
+
+
+MAX_ORIGIN_BYTES = 255  # ours, not C2SP's: every statement carries the origin
+
+
+def check_origin(origin: str) -> None:
+    """Refuse (`BadInput`) a new ledger's origin that a checkpoint cannot carry. c2sp.org/tlog-checkpoint:
+    the origin line is non-empty; it is also the operator's key name (DESIGN.md), which c2sp.org/signed-note
+    says has no Unicode spaces and no '+'; a note is valid UTF-8 with no control characters but newline,
+    which ends the line. Control characters are refused whatever their range (C0, DEL, C1), and so is an
+    origin longer than `MAX_ORIGIN_BYTES`."""
+    hint = "use a name like custody.example/h200-cn"
+    try:
+        size = len(origin.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadInput(f"bad origin {origin!r:.80}: not valid UTF-8; {hint}") from None
+    if not origin:
+        raise BadInput(f"the origin is empty; {hint}")
+    for ch in origin:
+        if ch.isspace() or ch == "+" or unicodedata.category(ch) == "Cc":
+            what = "a space" if ch.isspace() else "'+'" if ch == "+" else "a control character"
+            raise BadInput(f"bad origin {origin!r:.80}: it contains {what} ({ch!r}), which a checkpoint's "
+                           f"origin cannot (c2sp.org/tlog-checkpoint); {hint}")
+    if size > MAX_ORIGIN_BYTES:
+        raise BadInput(f"the origin is {size} bytes long, more than {MAX_ORIGIN_BYTES}; {hint}")
 
 
 def _origin_problem(origin: object) -> str | None:

@@ -26,6 +26,7 @@ from ledger.values import MICROS_PER_DAY
 
 ORIGIN = "custody.example/h200-cn-demo"
 DEFAULT_UNITS = 240
+MAX_UNITS = 10_000_000  # a few GiB and minutes; more is a typo, not a demo
 BOARD = 8  # GPUs per HGX board: TSMC's fabricated statements cover one board
 MAX_SHIPMENT = 1_000
 COMMIT_EVERY = 300  # statements per transaction
@@ -243,6 +244,8 @@ def plan(n: int, now_us: int, seed: int = 2026) -> Plan:
     """The demo's statements for `n` units, all in the weeks before `now_us`, in increasing time order."""
     if n < 1:
         raise BadInput(f"--units must be at least 1, not {n}")
+    if n > MAX_UNITS:
+        raise BadInput(f"--units {n} is more than the demo makes ({MAX_UNITS:,})")
     p = _Planner(n, now_us, seed)
     for k, shipment in enumerate(p.shipments):
         p.shipment(k, shipment)

@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from ledger import merkle
-from ledger.errors import EncodingInvalid, IntegrityError, WorkerLost
+from ledger.errors import BadInput, EncodingInvalid, IntegrityError, WorkerLost
 from ledger.statement import Statement, decode, key_id, signature_valid
 from ledger.store import Store
 
@@ -57,9 +57,18 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def max_workers() -> int:
+    """The most processes a verification may use: twice the cores (more only adds contention)."""
+    return 2 * available_cores()
+
+
 def worker_count(requested: int | None, statements: int | None) -> int:
-    """`--workers`, or by default every core, but one for a log known to be small."""
+    """`--workers`, or by default every core, but one for a log known to be small. More than
+    `max_workers()` is `BadInput`: each is a process."""
     if requested is not None:
+        if requested > max_workers():
+            raise BadInput(f"--workers {requested} is more than this machine can use: at most {max_workers()} "
+                           f"(twice its {available_cores()} cores)")
         return max(1, requested)
     if statements is not None and statements < MIN_STATEMENTS:
         return 1

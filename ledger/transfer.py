@@ -290,9 +290,10 @@ def _open_target(url: str) -> Store | None:
         raise
 
 
-def prepare_import(url: str, path: Path, *, now: int | None = None,
-                   progress: Progress = _no_progress) -> ImportPlan:
-    """Check the target and verify the whole bundle (the verifier's clock: `now`); write nothing.
+def prepare_import(url: str, path: Path, *, now: int | None = None, progress: Progress = _no_progress,
+                   trusted: Sequence[bytes] | None = None) -> ImportPlan:
+    """Check the target and verify the whole bundle (the verifier's clock: `now`; `trusted`: the authority
+    keys its genesis must be signed by, as `verify --trust`); write nothing.
 
     Raises `NotALedger` (not a bundle; the target is not a ledger), `BundleRejected` (the bundle fails
     a check), `Refused` (another ledger's bundle). A bundle that does not verify is never imported.
@@ -312,7 +313,8 @@ def prepare_import(url: str, path: Path, *, now: int | None = None,
     if target_origin is not None and origin != target_origin:
         raise Refused(f"{path} is a bundle of ledger {origin!r}; {redact(url)} holds {target_origin!r}; "
                       "nothing imported")
-    options = verification.Options(now=clock, as_of=clock, progress=progress)
+    options = verification.Options(now=clock, as_of=clock, progress=progress,
+                                   trusted=list(trusted) if trusted else None)
     reader = _HashingReader(path)
     report = verification.verify_bundle(path, options, stream=cast(BinaryIO, reader))
     if not report.intact:

@@ -179,6 +179,16 @@ def format_cents(cents: int) -> str:
 # --- serials, ids, countries --------------------------------------------------------------------------
 
 
+def parse_text(text: str, what: str) -> str:
+    """Free text for a statement (`--lot`, `--site`, …), returned unchanged if it is valid UTF-8: bytes that
+    are not (passed on the command line, they arrive as lone surrogates) are refused, naming `what`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadInput(f"bad {what} {quoted(text)}: not valid UTF-8 text (at character {e.start})") from None
+    return text
+
+
 def check_serial(text: str) -> str:
     """A single serial (`--serial S`), returned unchanged if it matches `[A-Za-z0-9._-]{1,64}`."""
     if not valid_id(text):
