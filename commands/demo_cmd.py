@@ -53,7 +53,7 @@ def demo_command(
     render.out("try:")
     sample = result.injected[0].serials[0] if result.injected else "1652224000001"
     for command in ("verify", f"history {sample}", "report duty", "report customers", "report units",
-                    "replay --upto 20"):
+                    "replay --upto 20", "report html report.html"):
         render.out(f"  custody --db {db} {command}")
     render.out()
     with open_store(db, readonly=True) as store:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from commands import render
+from commands import render, report_html
 from commands._common import DbOption, JsonOption, LedgerOption, ledger_url, open_store, progress
 from commands._gc import collector_paused
 from ledger import append, reports, values
@@ -55,15 +55,28 @@ def replay(
 
 
 def report(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="compliance, duty, customers or units.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="compliance, duty, customers, units, or html.")],
+    file: Annotated[Path | None, typer.Argument(metavar="[FILE]", help="html only: the page to write.")] = None,
     until: UntilOption = None,
     json_out: JsonOption = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="A CSV table on stdout.")] = False,
     db: DbOption = None,
     ledger: LedgerOption = None,
 ) -> None:
-    """A compliance, duty, customers or units report, now or as of --until."""
+    """A compliance, duty, customers or units report, now or as of --until; `report html FILE` writes them
+    all as one self-contained page."""
+    if name == "html":
+        if json_out or csv_out:
+            raise BadInput("report html writes a page: it takes no --json or --csv")
+        if file is None:
+            raise BadInput("report html needs the FILE to write, e.g. custody report html report.html")
+        if ledger_url(db, ledger) is not None:
+            raise BadInput("report html reads a ledger database (--db); a service shows the same page at GET /")
+        report_html.write(file, until, db)
+        return
     reports.check_name(name)
+    if file is not None:
+        raise BadInput(f"report {name} takes no FILE: only report html writes one")
     if json_out and csv_out:
         raise BadInput("give --json or --csv, not both")
     when = values.parse_time(until) if until is not None else None

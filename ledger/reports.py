@@ -208,11 +208,17 @@ def summary(state: State, as_of: int, *, log_size: int, folded: int, last_index:
 def of_store(store: Store, name: str, *, until: int | None, now_us: int) -> Report:
     """Report `name` on a store: as of now from the views and the log beyond them, else a replay to `until`."""
     check_name(name)
+    return build(name, *state_of_store(store, until=until, now_us=now_us))
+
+
+def state_of_store(store: Store, *, until: int | None, now_us: int) -> tuple[State, int, int]:
+    """What every report of a store reads: the state, the report time and the log size. As of now, the
+    views and the log beyond them; with `until`, a replay of the statements with `at` ≤ `until`."""
     if until is None:
         state = views.current(store, now_us)
-        return build(name, state, now_us, state.size)
+        return state, now_us, state.size
     result = replaying.replay(store, now_us=now_us, until=until)
-    return build(name, result.state, until, result.folded)
+    return result.state, until, result.folded
 
 
 def replay_summary(store: Store, *, now_us: int, until: int | None = None, upto: int | None = None,

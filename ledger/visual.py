@@ -1,0 +1,240 @@
+"""The visual report's data (DESIGN.md "The visual report"): everything the page shows, gathered in one place.
+
+The numbers are the report documents themselves: `reports.build` for every report name, over the state that
+`custody report NAME --json` reads for the same `--until` (`reports.state_of_store`), so the page and the JSON
+agree by construction. The page adds what no report carries: the banner (the latest checkpoint and a fresh
+verification of the whole ledger), findings per week, and every unit's chain of steps for its timeline.
+
+Everything is bounded: at most `MAX_TIMELINE_UNITS` units get a timeline (a larger ledger's page says so
+and keeps every count), and the verification lists at most `verify.MAX_FAILURES` failures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import checkpoint as notes
+from ledger import reports
+from ledger import verify as verification
+from ledger.errors import LedgerError
+from ledger.statement import Statement, decode
+from ledger.store import Store
+from ledger.values import MICROS_PER_DAY, format_time
+
+MAX_TIMELINE_UNITS = 1_000_000  # a timeline per unit up to here: about 40 MB of page at 13-character serials
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday: days since the epoch + 3, mod 7, is 0 on Mondays
+# where a step happened, by the first of these `data` fields it has (a new kind with none shows no place)
+PLACE_FIELDS = ("site", "port_of_entry", "destination", "country")
+_DETAIL_LIMIT = 200  # characters of one `data` value shown in a timeline
+MONEY_FIELDS = frozenset({"entered_value", "duty"})  # DESIGN.md: `duty_paid` money, integer cents
+
+
+@dataclass(frozen=True)
+class Cosigner:
+    """A signature line on the checkpoint other than the operator's: its key name and, for a well-formed
+    tlog-cosignature/v1 line, the time it claims (not verified here: that needs the witness's key)."""
+
+    name: str
+    seconds: int | None  # the cosignature's timestamp: seconds since the epoch
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """The latest stored checkpoint the page covers."""
+
+    size: int
+    root: bytes
+    operator: str  # the name on the operator's line (the origin)
+    operator_verified: bool  # its signature verifies under the ledger's operator key
+    cosigners: tuple[Cosigner, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """`verify` of the whole ledger when the page was made (genesis authorities trusted on first use)."""
+
+    intact: bool
+    log_size: int
+    checks: tuple[str, ...]
+    failures: tuple[verification.Failure, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One custody statement as a timeline draws it."""
+
+    index: int
+    kind: str
+    at: int
+    signer: str  # key id
+    participant: str | None
+    hash: bytes
+    place: str
+    details: tuple[tuple[str, str], ...]  # the statement's other `data` fields, as text
+
+
+@dataclass(frozen=True)
+class Timelines:
+    """Every unit's chain of steps (those with `at` ≤ the report time). Units whose chains are the same
+    statements (a board, a shipment) share one chain: `chain_of[i]` is the chain of `serials[i]`."""
+
+    steps: Mapping[int, Step]
+    chains: tuple[tuple[int, ...], ...]
+    serials: tuple[str, ...]
+    chain_of: tuple[int, ...]
+    units: int  # units in the ledger as of the report time
+    omitted: bool  # more than MAX_TIMELINE_UNITS units: no timelines
+
+
+@dataclass(frozen=True)
+class WeekCount:
+    week: str  # the Monday (UTC) that starts it, YYYY-MM-DD
+    code: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Page:
+    """What the visual report shows, as of `as_of`."""
+
+    origin: str | None
+    as_of: int
+    until: int | None
+    made: int
+    log_size: int  # statements the reports fold: each report's `log_size`
+    ledger_size: int  # statements in the ledger when the page was made
+    policy: str
+    reports: Mapping[str, Mapping[str, Any]]  # name -> the `report NAME --json` document
+    verification: Verification
+    checkpoint: CheckpointInfo | None
+    weeks: tuple[WeekCount, ...]
+    timelines: Timelines
+
+
+def build(store: Store, *, until: int | None, now_us: int, workers: int | None = None) -> Page:
+    """The page's data for the ledger in `store`, as of `until` (default: now)."""
+    state, as_of, log_size = reports.state_of_store(store, until=until, now_us=now_us)
+    documents = {name: reports.build(name, state, as_of, log_size).document for name in reports.REPORTS}
+    checked = verification.verify_store(store, verification.Options(as_of=now_us, now=now_us, workers=workers))
+    failures = tuple(checked.failures)
+    verified = Verification(intact=checked.intact, log_size=checked.log_size, checks=checked.checks,
+                            failures=failures, warnings=checked.warnings)
+    times, timelines = _read_log(store, until, state.participant_of, len(state.units))
+    findings = documents["compliance"]["findings"]
+    return Page(origin=store.origin, as_of=as_of, until=until, made=now_us, log_size=log_size,
+                ledger_size=store.size(), policy=state.policy.name, reports=documents, verification=verified,
+                checkpoint=_latest_checkpoint(store, log_size, state.operator), weeks=_weeks(findings, times),
+                timelines=timelines)
+
+
+def week_of(at: int) -> str:
+    """The Monday (UTC) of the week of `at`, as YYYY-MM-DD (the epoch itself for its first, partial week)."""
+    days = at // MICROS_PER_DAY
+    return format_time(max(days - (days + _EPOCH_WEEKDAY) % 7, 0) * MICROS_PER_DAY)[:10]
+
+
+def _weeks(findings: Sequence[Mapping[str, Any]], times: Sequence[int]) -> tuple[WeekCount, ...]:
+    """Findings per week of the statement that shows them, then per code in the report's order."""
+    order = {code: i for i, code in enumerate(dict.fromkeys(f["code"] for f in findings))}
+    seen = Counter((week_of(times[f["index"]]), f["code"]) for f in findings if 0 <= f["index"] < len(times))
+    return tuple(WeekCount(week, code, n) for (week, code), n in
+                 sorted(seen.items(), key=lambda item: (item[0][0], order[item[0][1]])))
+
+
+def place_of(data: Mapping[str, Any]) -> str:
+    """Where a step happened: its site (with its country, for an inspection or a location), port or
+    destination."""
+    for name in PLACE_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str):
+            country = data.get("country")
+            if name == "site" and isinstance(country, str):
+                return f"{value}, {country}"
+            return value
+    return ""
+
+
+def dollars(cents: int) -> str:
+    """Integer cents as dollars with two decimals and thousands separators: 5400000 → "$54,000.00"."""
+    whole, rest = divmod(abs(cents), 100)
+    return f"{'-' if cents < 0 else ''}${whole:,}.{rest:02d}"
+
+
+def _text(name: str, value: Any) -> str:
+    if name in MONEY_FIELDS and isinstance(value, int):
+        return f"{dollars(value)} ({value} cents)"
+    text = value.hex() if isinstance(value, bytes) else str(value)
+    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT - 1] + "…"
+
+
+def _step(index: int, statement: Statement, participant: str | None) -> Step:
+    data = statement.data
+    place = place_of(data)
+    shown = {name for name in PLACE_FIELDS if place and isinstance(data.get(name), str)} if place else set()
+    details = tuple((k, _text(k, v)) for k, v in data.items() if k not in shown)
+    return Step(index=index, kind=statement.kind, at=statement.at, signer=statement.signer,
+                participant=participant, hash=statement.hash, place=place, details=details)
+
+
+def _read_log(store: Store, until: int | None, participant_of: Any,
+              units: int) -> tuple[list[int], Timelines]:
+    """Each statement's `at` (findings per week need it) and every unit's chain of steps."""
+    omitted = units > MAX_TIMELINE_UNITS
+    times: list[int] = []
+    steps: dict[int, Step] = {}
+    chain: dict[str, list[int]] = {}
+    for event in store.log():
+        statement = decode(event.wire)
+        times.append(statement.at)
+        if omitted or not statement.units or (until is not None and statement.at > until):
+            continue
+        steps[event.index] = _step(event.index, statement, participant_of(statement.signer))
+        for serial, _ in statement.units:
+            links = chain.get(serial)
+            if links is None:
+                chain[serial] = [event.index]
+            else:
+                links.append(event.index)
+    shared: dict[tuple[int, ...], int] = {}
+    chain_of = []
+    for links in chain.values():
+        chain_of.append(shared.setdefault(tuple(links), len(shared)))
+    return times, Timelines(steps=steps, chains=tuple(shared), serials=tuple(chain), chain_of=tuple(chain_of),
+                            units=units, omitted=omitted)
+
+
+def _latest_checkpoint(store: Store, log_size: int, operator: bytes | None) -> CheckpointInfo | None:
+    """The largest stored checkpoint of at most `log_size` statements, with who signed and cosigned it."""
+    best: tuple[int, str] | None = None
+    for _, size, note in store.checkpoints():
+        if 0 < size <= log_size and (best is None or size >= best[0]):
+            best = (size, note)
+    if best is None or store.origin is None:
+        return None
+    try:
+        parsed = notes.parse_note(best[1])
+    except LedgerError:
+        return None  # a malformed stored checkpoint: `verify` (in the banner) names it
+    verified = False
+    if operator is not None:
+        try:
+            notes.verify_operator(parsed, store.origin, operator)
+            verified = True
+        except LedgerError:
+            verified = False
+    operator_hash = notes.note_key_hash(store.origin, operator) if operator is not None else None
+    cosigners = []
+    for sig in parsed.signatures:
+        if sig.name == store.origin and sig.key_hash == operator_hash:
+            continue
+        stamp = None
+        if len(sig.payload) == notes.TIMESTAMP_SIZE + notes.ED25519_SIGNATURE_SIZE:
+            stamp = int.from_bytes(sig.payload[:notes.TIMESTAMP_SIZE], "big")
+        cosigners.append(Cosigner(sig.name, stamp))
+    return CheckpointInfo(size=parsed.checkpoint.size, root=parsed.checkpoint.root, operator=store.origin,
+                          operator_verified=verified, cosigners=tuple(cosigners), note=parsed.text)
