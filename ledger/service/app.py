@@ -1,11 +1,11 @@
 """The ledger service as an ASGI application (Starlette): DESIGN.md "The ledger service".
 
-Routes: `POST /v1/statements`, `POST /v1/heads`, `GET /v1/units/{serial}[/proof]`, `GET /v1/reports/{name}`,
-`GET /v1/proofs/consistency`, and the C2SP tlog-tiles resources at the root (`/checkpoint`, `/tile/…`),
-with `/openapi.json` describing them all. Responses are JSON; an error is `{"error": CHECK, "detail": TEXT}`
-plus the fields DESIGN.md names. Every request body is bounded (1 MiB, a statement 65,535 bytes) and must
-arrive within `BODY_TIMEOUT_S`; store reads run in threads, a few at a time, and never read the whole log
-for a tile.
+Routes: `GET /` (the visual report), `POST /v1/statements`, `POST /v1/heads`, `GET /v1/units/{serial}[/proof]`,
+`GET /v1/reports/{name}`, `GET /v1/proofs/consistency`, and the C2SP tlog-tiles resources at the root
+(`/checkpoint`, `/tile/…`), with `/openapi.json` describing them all. Responses are JSON (but the page);
+an error is `{"error": CHECK, "detail": TEXT}` plus the fields DESIGN.md names. Every request body is bounded
+(1 MiB, a statement 65,535 bytes) and must arrive within `BODY_TIMEOUT_S`; store reads run in threads, a few
+at a time, and never read the whole log for a tile.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ledger import reports, transparency, views
+from ledger import reports, transparency, views, visual, visual_html
 from ledger.append import now_us
 from ledger.errors import (
     BadInput,
@@ -287,6 +287,17 @@ class Service:
 
         return json_response(await self.read(load))
 
+    async def page(self, request: Request) -> Response:
+        """`GET /`: the visual report (`report html`), live; one verify of the log per request, in this process
+        (no worker processes forked beside the server's threads)."""
+        until = self.time_param(self.query(request, ["until"]), "until")
+
+        def load() -> str:
+            return visual_html.render(visual.build(self._opened(), until=until, now_us=now_us(), workers=1))
+
+        return Response(await self.read(load), headers={"Cache-Control": "no-cache"},
+                        media_type="text/html; charset=utf-8")
+
     async def consistency(self, request: Request) -> Response:
         params = self.query(request, ["from", "to"])
         sizes = []
@@ -370,6 +381,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def routes(service: Service) -> list[BaseRoute]:
     s = service
     return [
+        Route("/", _wrap(s.page), methods=["GET"]),
         Route("/v1/statements", _wrap(s.statements), methods=["POST"]),
         Route("/v1/heads", _wrap(s.heads), methods=["POST"]),
         Route("/v1/units/{serial}", _wrap(s.unit), methods=["GET"]),

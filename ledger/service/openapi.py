@@ -127,6 +127,13 @@ def document() -> dict[str, Any]:
                 _json("the report", {"type": "object", "required": ["as_of", "log_size"]}),
                 [_path("name", {"type": "string"}), _query("until", _TIME, "report as of this time")],
                 **{"404": _error("usage: unknown report, or the log is empty")}),
+            "/": _get(
+                "The visual report (as `report html`), live",
+                {"description": "one self-contained HTML page",
+                 "content": {"text/html; charset=utf-8": {"schema": {"type": "string"}}},
+                 "headers": {"Cache-Control": {"schema": {"type": "string"}}}},
+                [_query("until", _TIME, "report as of this time")],
+                **{"404": _error("usage: the log is empty")}),
             "/v1/proofs/consistency": _get(
                 "An RFC 9162 consistency proof between two tree sizes",
                 _json("the proof, leaf hashes upward, lowercase hex",

@@ -1,0 +1,50 @@
+"""`GET /`: the visual report, live, as `custody report html` writes it (DESIGN.md "The ledger service")."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from typer.testing import CliRunner
+
+from commands.main import app
+from tests.conftest import Ledger as Book
+from tests.service.conftest import Served
+
+
+def _data(page: str) -> dict[str, object]:
+    found = re.findall(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
+    assert len(found) == 1
+    return dict(json.loads(found[0]))
+
+
+def test_the_root_serves_the_visual_report(served: Served, book: Book) -> None:
+    book.full_flow(["P1", "P2"])
+    book.record("fabricated", "tsmc", ["P3"], "--model", "B200-SXM6-192GB", "--site", "F", "--lot", "L",
+                "--allow-violation", ok=True)
+    with served.client() as http:
+        answer = http.get("/")
+        report = http.get("/v1/reports/compliance").json()
+        units = http.get("/v1/reports/units").json()
+    assert answer.status_code == 200 and answer.headers["content-type"] == "text/html; charset=utf-8"
+    assert answer.headers["cache-control"] == "no-cache"
+    page = answer.text
+    assert "Ledger verified intact" in page
+    assert f'id="findings-total">{len(report["findings"])}<' in page
+    assert f'id="flow-total">{units["total"]}<' in page
+    assert sorted(_data(page)["serials"]) == ["P1", "P2", "P3"]  # type: ignore[call-overload]
+    written = book.dir / "written.html"
+    assert CliRunner().invoke(app, ["--db", book.db, "report", "html", str(written)]).exit_code == 0
+    assert _data(written.read_text()) == _data(page)  # the same page as the command writes
+
+
+def test_the_root_takes_until_and_refuses_anything_else(served: Served, book: Book) -> None:
+    book.full_flow(["Q1"], at="2026-01-10")
+    book.full_flow(["Q2"], at="2026-02-10")
+    with served.client() as http:
+        then = http.get("/", params={"until": "2026-01-31"})
+        bad = http.get("/", params={"until": "someday"})
+        other = http.get("/", params={"upto": "3"})
+    assert then.status_code == 200 and _data(then.text)["serials"] == ["Q1"]
+    assert bad.status_code == 400 and bad.json()["error"] == "usage"
+    assert other.status_code == 400 and bad.json()["error"] == "usage"
