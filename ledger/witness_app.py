@@ -1,4 +1,5 @@
-"""The witness over HTTP: a small ASGI app (Starlette) serving c2sp.org/tlog-witness `add-checkpoint`.
+"""Witnessing over HTTP: the witness's ASGI app (c2sp.org/tlog-witness `add-checkpoint`), and the log's
+`POST /v1/cosignatures` route (`cosignatures_route`, for `custody serve`).
 
 `POST /add-checkpoint` hands the body to `ledger.witness.Witness` and maps its answer to the spec's
 status codes: 200 with the cosignature line(s) (`text/plain; charset=utf-8`), 400, 403, 404, 409 with
@@ -6,6 +7,10 @@ the latest cosigned size and a newline as `text/x.tlog.size` (exactly that Conte
 errors are one line of text too. Bodies are bounded before they are read whole (413) and must arrive
 within `body_timeout` seconds (408), so a slow client cannot hold a worker. `GET /` names the witness
 and the logs it follows. Everything else is 404 (405 for a wrong method).
+
+`POST /v1/cosignatures` (DESIGN.md "The ledger service") answers 200 `{"stored": n}` or 422
+`{"error": "cosignature", "detail": …}` from `Witnessing.accept`; 413 `usage` past
+`witnessing.MAX_COSIGNATURE_BODY` bytes, 503 `unavailable` when the store fails.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import base64
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ledger.errors import LedgerError, OldSizeConflict, WitnessRefused
+from ledger.errors import CosignatureMissing, LedgerError, OldSizeConflict, StoreError, WitnessRefused
 from ledger.witness import ADD_CHECKPOINT_PATH, MAX_REQUEST_BYTES, TLOG_SIZE_MEDIA_TYPE, Witness
+from ledger.witnessing import MAX_COSIGNATURE_BODY, Witnessing
+
+COSIGNATURES_PATH = "/v1/cosignatures"  # DESIGN.md "The ledger service"
 
 BODY_TIMEOUT = 10.0  # seconds for a whole request body to arrive
 TEXT = "text/plain; charset=utf-8"
@@ -78,3 +86,31 @@ def witness_app(witness: Witness, *, max_body: int = MAX_REQUEST_BYTES,
 
     return Starlette(routes=[Route(ADD_CHECKPOINT_PATH, add_checkpoint, methods=["POST"]),
                              Route("/", about, methods=["GET"])])
+
+
+def _error(status: int, check: str, detail: str, **headers: str) -> Response:
+    return JSONResponse({"error": check, "detail": detail}, status_code=status, headers=headers or None)
+
+
+def cosignatures_route(witnessing: Witnessing, *, body_timeout: float = BODY_TIMEOUT) -> Route:
+    """`POST /v1/cosignatures` for the ledger service, over `witnessing`."""
+
+    async def cosignatures(request: Request) -> Response:
+        try:
+            async with asyncio.timeout(body_timeout):
+                body = await _read_body(request, MAX_COSIGNATURE_BODY)
+        except _TooLarge:
+            return _error(413, "usage", f"a cosigned checkpoint is at most {MAX_COSIGNATURE_BODY} bytes")
+        except TimeoutError:
+            return _error(408, "usage", f"the body did not arrive within {body_timeout:g} seconds")
+        try:
+            accepted = await run_in_threadpool(witnessing.accept, body)
+        except CosignatureMissing as e:
+            return _error(422, "cosignature", e.detail)
+        except StoreError as e:
+            return _error(503, "unavailable", e.detail, **{"Retry-After": "1"})
+        except LedgerError as e:
+            return _error(422, "cosignature", e.detail)
+        return JSONResponse({"stored": accepted.stored})
+
+    return Route(COSIGNATURES_PATH, cosignatures, methods=["POST"])
