@@ -39,13 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger import checkpoint as notes
-from ledger import merkle
+from ledger import limits, merkle
 from ledger.checkpoint import Checkpoint, ParsedNote
 from ledger.errors import (
     BadInput,
     ConsistencyRejected,
     LedgerError,
     LogSignatureMissing,
+    NotFound,
     OldSizeConflict,
     OriginUnknown,
     ProofInvalid,
@@ -179,12 +180,9 @@ def decode_state(data: bytes, name: str, public_key: bytes, where: str = "witnes
 def read_state(path: Path, name: str, public_key: bytes) -> dict[str, ParsedNote]:
     """The state at `path` (empty when there is no file yet: a fresh witness)."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
+        data = limits.read_file(path, MAX_STATE_BYTES, "witness state")
+    except NotFound:
         return {}
-    except OSError as e:
-        raise BadInput(f"cannot read witness state {path}: {e.strerror}") from e
     return decode_state(data, name, public_key, f"witness state {path}")
 
 
