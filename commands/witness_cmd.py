@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from commands import render
 from commands._common import KeyOption, PassphraseOption, load_key
 from ledger import keys
 from ledger.errors import BadInput
@@ -75,8 +76,8 @@ def serve(
     witness = Witness(name, load_key(key, passphrase_file), logs, state)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
-    typer.echo(f"custody: witness {name} listening on http://{host}:{bound}/add-checkpoint for "
-               f"{len(logs)} log(s), state {state}", err=True)
+    render.say(f"witness {name} listening on http://{host}:{bound}/add-checkpoint for {len(logs)} log(s), "
+               f"state {state}")
     config = uvicorn.Config(make_app(witness), log_level="warning", timeout_keep_alive=5,
                             limit_concurrency=256, server_header=False)
     try:
