@@ -90,4 +90,3 @@ def serve(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(witness_app, name="witness")
-
