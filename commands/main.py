@@ -19,7 +19,6 @@ from commands import (
     reports,
     serve_cmd,
     transparency,
-    witness_cmd,
 )
 
 
@@ -60,7 +59,6 @@ bundles.register(app)
 reports.register(app)
 demo_cmd.register(app)
 serve_cmd.register(app)
-witness_cmd.register(app)
 
 
 def run() -> None:

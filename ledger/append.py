@@ -178,11 +178,12 @@ class Batch:
                         duty={entry: DutyEntry.from_row(duty[entry].to_row())} if entry in duty else {})
         return fold.apply(scratch, self.size, statement)
 
-    def add(self, statement: Statement) -> list[Finding]:
-        """Check and fold `statement` as the next entry and queue its events."""
+    def add(self, statement: Statement, *, verified: bytes | None = None) -> list[Finding]:
+        """Check and fold `statement` as the next entry and queue its events; `verified` is the key its
+        signature was just checked under (by `check`), so that it is not checked twice."""
         self._ensure(statement)
         index = self.size
-        found = driver.admit(self.state, index, statement, self.clock())
+        found = driver.admit(self.state, index, statement, self.clock(), verified=verified)
         if index == 0:
             self.origin = self.state.origin
         self.range = self.range.append(merkle.leaf_hash(statement.wire))
@@ -368,7 +369,8 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
                         found = batch.preview(statement)
                         if found:
                             raise ViolationsFound(_describe(found), tuple(found))
-                    added = batch.add(statement)
+                    signer = batch.state.keys.get(statement.signer)
+                    added = batch.add(statement, verified=signer.public if signer is not None else None)
                 except IntegrityError as e:
                     heads: tuple[tuple[str, bytes | None], ...] = ()
                     if isinstance(e, ChainBroken):

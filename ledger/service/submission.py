@@ -25,8 +25,7 @@ from typing import Any
 
 from ledger import append, transparency
 from ledger.errors import (
-    ChainBroken,
-    GenesisUntrusted,
+    IntegrityError,
     LedgerError,
     NotALedger,
     StoreError,
@@ -84,7 +83,6 @@ class Failed:
 
 
 Outcome = Covered | Failed
-_STOP: Any = object()  # put on the queue to wake the writer thread when it should stop
 
 
 class Ledger:
@@ -111,9 +109,11 @@ class Ledger:
         self._waiting_lock = threading.Lock()
         self.in_flight = 0  # submissions accepted and not yet answered (changed on the event loop only)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set when the writer should not wait for the next checkpoint time
         self._thread: threading.Thread | None = None
         self._last_signed = 0.0
         self._last_refresh = 0.0
+        self._last_look = 0.0  # when the writer last looked at the store for growth
         self.healthy = True  # False while the store fails
         self.on_checkpoint: list[Callable[[int, str], None]] = []  # called (size, note) when a new one is stored
         self.decorate: Callable[[str], str] = lambda note: note  # adds stored cosignatures to a served note
@@ -161,26 +161,31 @@ class Ledger:
 
     def stop(self) -> None:
         self._stop.set()
-        self._queue.put(_STOP)  # wake the writer thread
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
 
     def submit(self, pending: Pending) -> None:
+        """Queue a submission; the writer appends what is queued when a checkpoint is due (so that one
+        transaction takes all that one checkpoint will cover), or sooner once a group is full."""
         self._queue.put(pending)
+        if self._queue.qsize() >= GROUP_SIZE or time.monotonic() >= self._last_signed + self.checkpoint_every:
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            group: list[Pending] = []
-            try:
-                group.append(self._queue.get(timeout=self._sleep()))
-                while len(group) < GROUP_SIZE:
-                    group.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            group = [p for p in group if p is not _STOP]
-            if group:
-                self._append(group)
+            self._wake.wait(timeout=self._sleep())
+            self._wake.clear()
+            while not self._stop.is_set():
+                group: list[Pending] = []
+                with contextlib.suppress(queue.Empty):
+                    while len(group) < GROUP_SIZE:
+                        group.append(self._queue.get_nowait())
+                if group:
+                    self._append(group)
+                if len(group) < GROUP_SIZE:
+                    break
             self._checkpoint_due()
         for pending in self._drain():
             pending.resolve(Failed(StoreError("the service is stopping"), unavailable=True))
@@ -189,17 +194,22 @@ class Ledger:
         out: list[Pending] = []
         with contextlib.suppress(queue.Empty):
             while True:
-                pending = self._queue.get_nowait()
-                if pending is not _STOP:
-                    out.append(pending)
+                out.append(self._queue.get_nowait())
         with self._waiting_lock:
             out += [p for _, p in self._waiting]
             self._waiting = []
         return out
 
     def _sleep(self) -> float:
-        """Until the next checkpoint may be signed (or, at most `POLL_S`, a look for other writers' growth)."""
-        return min(POLL_S, max(0.005, self._last_signed + self.checkpoint_every - time.monotonic()))
+        """Until the next checkpoint may be signed when something waits for one, else until the next look
+        at the store for other writers' growth."""
+        due = self._last_signed + self.checkpoint_every
+        covered = self.checkpoint[0] if self.checkpoint is not None else 0
+        if self._queue.qsize() or self.tiles.size > covered:
+            target = due
+        else:
+            target = max(due, self._last_look + min(POLL_S, self.checkpoint_every))
+        return max(0.001, target - time.monotonic())
 
     def _append(self, group: list[Pending]) -> None:
         try:
@@ -221,7 +231,7 @@ class Ledger:
                 waiting.append((outcome.index, pending))
                 continue
             logged = self.find_logged(pending.wire, pending.statement, self.writer) \
-                if isinstance(outcome.error, ChainBroken | GenesisUntrusted) else None
+                if isinstance(outcome.error, IntegrityError) else None
             if logged is not None:
                 waiting.append((logged, pending))
             else:
@@ -279,6 +289,7 @@ class Ledger:
         now = time.monotonic()
         if not force and now < self._last_signed + self.checkpoint_every:
             return
+        self._last_look = now
         try:
             if not self.writer.opened:
                 self._reopen_writer()

@@ -209,3 +209,53 @@ def test_the_client_retries_a_lost_race_and_fails_as_design_says(served: Served,
     assert env.exit_code == 0
     by_env = CliRunner().invoke(app, ["history", "C1"], env={"CUSTODY_LEDGER": served.url, "CUSTODY_DB": ""})
     assert by_env.exit_code == 0 and "fabricated" in by_env.stdout
+
+
+def test_a_ledger_opened_through_an_empty_service(tmp_path: Path) -> None:
+    from tests.conftest import make_keys
+
+    make_keys(tmp_path / "keys", ["authority", "operator", "tsmc", "rogue"])
+    k = lambda name: str(tmp_path / "keys" / name)  # noqa: E731
+    with Served(str(tmp_path / "custody.db"), Path(k("operator"))) as server:
+        with server.client() as http:
+            assert http.get("/checkpoint").status_code == 404
+        wrong = remote(server.url, "init", "--origin", "custody.test/new", "--authority", k("authority"),
+                       "--operator", k("rogue.pub"))
+        assert wrong.exit_code == 1 and "genesis_trust" in wrong.stderr
+        opened = remote(server.url, "init", "--origin", "custody.test/new", "--authority", k("authority"),
+                        "--operator", k("operator.pub"))
+        assert opened.exit_code == 0, opened.stderr
+        again = remote(server.url, "init", "--origin", "custody.test/new", "--authority", k("authority"),
+                       "--operator", k("operator.pub"))
+        assert again.exit_code == 1 and "already holds a ledger" in again.stderr
+        added = remote(server.url, "participant", "add", "tsmc", "--role", "fab", "--country", "TW", "--pubkey",
+                       k("tsmc.pub"), "--key", k("authority"))
+        assert added.exit_code == 0, added.stderr
+        clean = remote(server.url, "record", "fabricated", "--key", k("tsmc"), "--serial", "N1", "--serial", "N2",
+                       "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L")
+        assert clean.exit_code == 0, clean.stderr
+        skipped = remote(server.url, "record", "fabricated", "--key", k("tsmc"), "--serial", "N3",
+                         "--model", "B200", "--site", "F", "--lot", "L", "--skip-violating")
+        assert skipped.exit_code == 1 and "PROHIBITED_MODEL" in skipped.stderr  # no clean unit left
+        mixed = remote(server.url, "record", "shipped-to-us", "--key", k("tsmc"), "--serial", "N1",
+                       "--port-of-entry", "DFW", "--waybill", "W")
+        assert mixed.exit_code == 1 and "role" in mixed.stderr
+        revoked = remote(server.url, "participant", "revoke-key", "0" * 64, "--key", k("authority"))
+        assert revoked.exit_code == 2 and "public key file" in revoked.stderr
+        verified = remote(server.url, "verify", "--trust", k("authority.pub"))
+        assert verified.exit_code == 0, verified.stdout + verified.stderr
+
+
+def test_skip_violating_over_http_records_the_clean_units(served: Served, book: Book) -> None:
+    book.record("fabricated", "tsmc", ["K1", "K2"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L",
+                ok=True)
+    book.record("shipped-to-us", "kerry", ["K1"], "--port-of-entry", "DFW", "--waybill", "W", ok=True)
+    inspect = ["record", "inspected", "--key", book.key("uslab"), "--serial", "K1", "--serial", "K2", "--result",
+               "pass", "--site", "L", "--country", "US", "--report", "R"]
+    refused = remote(served.url, *inspect)
+    assert refused.exit_code == 1 and "NOT_ROUTED_VIA_US" in refused.stderr and "--skip-violating" in refused.stderr
+    done = remote(served.url, *inspect, "--skip-violating")
+    assert done.exit_code == 0, done.stderr
+    assert "for 1 unit" in done.stdout and "skipped 1 violating unit(s): K2" in done.stdout
+    allowed = remote(served.url, *inspect[:4], "--serial", "K2", *inspect[8:], "--allow-violation")
+    assert allowed.exit_code == 0, allowed.stderr
