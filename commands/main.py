@@ -19,6 +19,7 @@ from commands import (
     reports,
     serve_cmd,
     transparency,
+    witness_cmd,
 )
 
 
@@ -59,6 +60,7 @@ bundles.register(app)
 reports.register(app)
 demo_cmd.register(app)
 serve_cmd.register(app)
+witness_cmd.register(app)
 
 
 def run() -> None:

@@ -73,13 +73,17 @@ def checkpoint(
 
 
 def cosign(
-    checkpoint_file: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="The signed checkpoint note; "
-                                                   "rewritten in place with the cosignature added.")],
     name: Annotated[str, typer.Option("--name", help="The witness's key name, e.g. witness.example/w1.")],
     key: KeyOption,
+    checkpoint_file: Annotated[Path | None, typer.Argument(
+        metavar="CHECKPOINT", help="The signed checkpoint note; rewritten in place with the cosignature "
+                                   "added.")] = None,
+    ledger: Annotated[str | None, typer.Option(
+        "--ledger", metavar="URL", help="Cosign the checkpoint a `custody serve` at URL serves, and post the "
+                                        "cosignature back (instead of CHECKPOINT).")] = None,
     state: Annotated[Path | None, typer.Option(
-        "--state", help="The witness's state: the last checkpoint it cosigned "
-                        "(default: witness-NAME.state beside CHECKPOINT).")] = None,
+        "--state", help="The witness's state: the last checkpoint it cosigned (default: witness-NAME.state "
+                        "beside CHECKPOINT, or in the working directory with --ledger).")] = None,
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
 ) -> None:
@@ -88,9 +92,18 @@ def cosign(
     The operator's signature must verify, the ledger's root at that size must be the checkpoint's, and a
     consistency proof must take the last checkpoint this witness cosigned (its --state file) to this one:
     a rollback or a fork is refused (exit 1). Then check it with
-    `custody verify --checkpoint CHECKPOINT --witness NAME=WITNESS.pub`.
+    `custody verify --checkpoint CHECKPOINT --witness NAME=WITNESS.pub`. With --ledger URL, the
+    checkpoint and the proofs come from the service (the operator key from its genesis, trusted on first
+    use), the cosigned note is printed and posted to URL/v1/cosignatures.
     """
     transparency.check_witness_name(name)
+    if ledger is not None:
+        if checkpoint_file is not None or db is not None:
+            raise BadInput("give CHECKPOINT (with --db) or --ledger URL, not both")
+        _cosign_remote(ledger, name, key, state, passphrase_file)
+        return
+    if checkpoint_file is None:
+        raise BadInput("give the CHECKPOINT file to cosign, or --ledger URL")
     data = limits.read_file(checkpoint_file, limits.MAX_NOTE_FILE_BYTES, "checkpoint")
     witness = load_key(key, passphrase_file)
     state_path = state or transparency.default_state_path(checkpoint_file, name)
@@ -101,6 +114,19 @@ def cosign(
     since = f" (extends size {result.previous.size})" if result.previous else " (first for this witness)"
     render.out(f"cosigned checkpoint of size {result.checkpoint.size} as {name}{since}; "
                f"wrote {checkpoint_file} and {state_path}")
+
+
+def _cosign_remote(url: str, name: str, key: Path, state: Path | None, passphrase_file: Path | None) -> None:
+    from ledger import witness_remote
+
+    witness = load_key(key, passphrase_file)
+    state_path = state or transparency.default_state_path(Path("checkpoint"), name)
+    result = witness_remote.cosign_ledger(url, name=name, key=witness, state_path=state_path,
+                                          timestamp=int(time.time()))
+    render.out(result.note, nl=False)
+    since = f" (extends size {result.previous.size})" if result.previous else " (first for this witness)"
+    render.say(f"cosigned checkpoint of size {result.checkpoint.size} of {url} as {name}{since}; "
+               f"wrote {state_path}; the service stored {result.stored} cosignature(s)")
 
 
 def prove(

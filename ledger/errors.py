@@ -131,6 +131,34 @@ class Conflict(Refused):
     """Another writer appended first; re-read the heads and try again."""
 
 
+class WitnessRefused(Refused):
+    """A c2sp.org/tlog-witness witness will not cosign a submitted checkpoint; `status` is the spec's code."""
+
+    status = 400  # tlog-witness "add-checkpoint": a malformed request, or an old size beyond the checkpoint
+
+
+class OriginUnknown(WitnessRefused):
+    status = 404  # tlog-witness: the checkpoint's origin is not a log the witness is configured for
+
+
+class LogSignatureMissing(WitnessRefused):
+    status = 403  # tlog-witness: no signature verifies against a key the witness trusts for the origin
+
+
+class OldSizeConflict(WitnessRefused):
+    """The old size is not the size the witness cosigned last; `latest` is that size (tlog-witness 409)."""
+
+    status = 409
+
+    def __init__(self, detail: str, latest: int) -> None:
+        super().__init__(detail)
+        self.latest = latest
+
+
+class ConsistencyRejected(WitnessRefused):
+    status = 422  # tlog-witness: a consistency proof that does not verify, or another root at the same size
+
+
 # --- bad input (exit 2) -------------------------------------------------------------------------------
 
 
@@ -159,6 +187,10 @@ class NotALedger(BadInput):
 
 class StoreError(LedgerError):
     """The database is unreadable, unreachable or not writable; raised `from` the driver's error."""
+
+
+class ServiceUnavailable(StoreError):
+    """A ledger service or a witness over HTTP did not answer, or answered that it cannot now (5xx)."""
 
 
 # --- the machine (exit 2) -----------------------------------------------------------------------------
