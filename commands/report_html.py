@@ -10,7 +10,7 @@ from pathlib import Path
 
 from commands import render
 from commands._common import open_store
-from ledger import append, transparency, values, visual, visual_html
+from ledger import append, files, values, visual, visual_html
 from ledger.errors import BadInput
 
 
@@ -23,7 +23,7 @@ def write(file: Path, until: str | None, db: str | None) -> None:
     with open_store(db, readonly=True) as store:
         page = visual.build(store, until=when, now_us=now)
     data = visual_html.render(page).encode()
-    transparency.write_atomic(file, data)
+    files.write_atomic(file, data)
     found = len(page.reports["compliance"]["findings"])
     verdict = "intact" if page.verification.intact else "NOT intact"
     render.out(f"wrote {file} ({len(data):,} bytes): ledger {verdict}, {page.log_size:,} statements, "

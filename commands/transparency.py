@@ -19,7 +19,9 @@ from commands._common import (
     load_key,
     open_store,
 )
-from ledger import append, keys, limits, transparency, values
+from ledger import append, files, keys, limits, tree_head, values
+from ledger import cosign as cosigning
+from ledger import proof as proofs
 from ledger.errors import BadInput, NotFound
 from ledger.statement import key_id
 
@@ -54,21 +56,21 @@ def checkpoint(
         if out is None:
             render.out(served, nl=False)
         else:
-            transparency.write_atomic(out, served.encode())
+            files.write_atomic(out, served.encode())
             render.out(f"checkpoint served by {url} written to {out}")
         return
     if key is None:
         raise BadInput("give the operator's --key (or --ledger URL to print the served checkpoint)")
     signer = load_key(key, passphrase_file)
     with open_store(db) as store:
-        signed = transparency.sign_tree_head(store, signer)
+        signed = tree_head.sign_tree_head(store, signer)
     cp = signed.checkpoint
     status = "stored in the ledger" if signed.stored else "already stored in the ledger"
     if out is None:
         render.out(signed.note, nl=False)
         render.say(f"checkpoint of size {cp.size} {status}")
         return
-    transparency.write_atomic(out, signed.note.encode())
+    files.write_atomic(out, signed.note.encode())
     render.out(f"checkpoint of size {cp.size} (root {cp.root.hex()}) {status}, written to {out}")
 
 
@@ -96,7 +98,7 @@ def cosign(
     checkpoint and the proofs come from the service (the operator key from its genesis, trusted on first
     use), the cosigned note is printed and posted to URL/v1/cosignatures.
     """
-    transparency.check_witness_name(name)
+    cosigning.check_witness_name(name)
     if ledger is not None:
         if checkpoint_file is not None or db is not None:
             raise BadInput("give CHECKPOINT (with --db) or --ledger URL, not both")
@@ -106,11 +108,11 @@ def cosign(
         raise BadInput("give the CHECKPOINT file to cosign, or --ledger URL")
     data = limits.read_file(checkpoint_file, limits.MAX_NOTE_FILE_BYTES, "checkpoint")
     witness = load_key(key, passphrase_file)
-    state_path = state or transparency.default_state_path(checkpoint_file, name)
+    state_path = state or cosigning.default_state_path(checkpoint_file, name)
     with open_store(db, readonly=True) as store:
-        result = transparency.cosign(store, data, name=name, key=witness, state_path=state_path,
+        result = cosigning.cosign(store, data, name=name, key=witness, state_path=state_path,
                                      timestamp=int(time.time()))
-    transparency.write_atomic(checkpoint_file, result.note.encode())
+    files.write_atomic(checkpoint_file, result.note.encode())
     since = f" (extends size {result.previous.size})" if result.previous else " (first for this witness)"
     render.out(f"cosigned checkpoint of size {result.checkpoint.size} as {name}{since}; "
                f"wrote {checkpoint_file} and {state_path}")
@@ -120,7 +122,7 @@ def _cosign_remote(url: str, name: str, key: Path, state: Path | None, passphras
     from ledger import witness_remote
 
     witness = load_key(key, passphrase_file)
-    state_path = state or transparency.default_state_path(Path("checkpoint"), name)
+    state_path = state or cosigning.default_state_path(Path("checkpoint"), name)
     result = witness_remote.cosign_ledger(url, name=name, key=witness, state_path=state_path,
                                           timestamp=int(time.time()))
     render.out(result.note, nl=False)
@@ -148,23 +150,23 @@ def prove(
 
         with client.connect(url) as service:
             data = service.unit_proof(serial)
-        proof = transparency.parse_proof(data)  # well-formed; `verify-proof` checks it against trusted keys
+        proof = proofs.parse_proof(data)  # well-formed; `verify-proof` checks it against trusted keys
     else:
         with open_store(db, readonly=True) as store:
-            proof = transparency.build_proof(store, serial, now_us=append.now_us())
+            proof = proofs.build_proof(store, serial, now_us=append.now_us())
         data = proof.encode()
-    transparency.write_atomic(out, data)
+    files.write_atomic(out, data)
     steps = sum(1 for e in proof.entries if _is_step(e))
     render.out(f"proof for unit {serial}: {steps} step(s) and {len(proof.entries) - steps} authorising "
                f"statement(s) against the checkpoint of size {_size(proof)}, written to {out} "
                f"({len(data)} bytes)")
 
 
-def _is_step(entry: transparency.ProofEntry) -> bool:
-    return bool(transparency.decode_at(entry).units)
+def _is_step(entry: proofs.ProofEntry) -> bool:
+    return bool(proofs.decode_at(entry).units)
 
 
-def _size(proof: transparency.UnitProof) -> int:
+def _size(proof: proofs.UnitProof) -> int:
     from ledger import checkpoint as notes
 
     return notes.parse_note(proof.signed_checkpoint).checkpoint.size
@@ -186,7 +188,7 @@ def verify_proof(
     trusted = [keys.load_public(p) for p in trust]
     operator_key = keys.load_public(operator) if operator else None
     data = limits.read_file(file, limits.MAX_PROOF_FILE_BYTES, "proof")
-    result = transparency.verify_proof_file(data, trusted=trusted, operator=operator_key, now_us=append.now_us())
+    result = proofs.verify_proof_file(data, trusted=trusted, operator=operator_key, now_us=append.now_us())
     cp = result.checkpoint
     if json_out:
         render.print_json({"verified": True, "serial": result.serial, "origin": result.origin,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger import append, keys, transparency
+from ledger import append, keys, tree_head
 from ledger import verify as verification
 from ledger.errors import BadInput
 from ledger.policy import DEFAULT_POLICY_TEXT, default_policy, duty_due
@@ -293,7 +293,7 @@ def check_directory(directory: Path) -> None:
 
 def _sign_checkpoint(store: Store, operator: keys.PrivateKey, directory: Path) -> Path:
     """The operator signs (and the store keeps) a checkpoint of the whole log; a copy goes beside it."""
-    signed = transparency.sign_tree_head(store, operator)
+    signed = tree_head.sign_tree_head(store, operator)
     path = directory / "checkpoint.txt"
     path.write_text(signed.note, encoding="utf-8")
     return path

@@ -59,10 +59,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 from urllib.parse import quote
 
+from ledger import values
 from ledger.errors import BadInput, TimeInvalid
 from ledger.statement import Statement
 
@@ -96,24 +96,17 @@ _STEPS: dict[str, tuple[str, str, str, str | None]] = {
 _INSPECTION_DISPOSITION = {"pass": "conformant", "fail": "non_conformant"}
 
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ParticipantOf = Callable[[str], str | None]
 
 
 def format_time(micros: int) -> str:
-    """RFC 3339 UTC (`…Z`) for microseconds since the epoch; raises `TimeInvalid` past year 9999.
-
-    Same text as `ledger.values.format_time` up to 9999, but no expanded years: RFC 3339 and the EPCIS
-    schema have none.
-    """
-    seconds, fraction = divmod(micros, 1_000_000)
-    try:
-        t = _EPOCH + timedelta(seconds=seconds)
-    except OverflowError as e:
-        raise TimeInvalid(f"time {micros} µs has no RFC 3339 form") from e
-    text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-    return text + (f".{fraction:06d}".rstrip("0") if fraction else "") + "Z"
+    """`values.format_time`, refusing (`TimeInvalid`) what it would write with an expanded year (past
+    9999): RFC 3339 and the EPCIS schema have none."""
+    text = values.format_time(micros)
+    if text.startswith("+"):
+        raise TimeInvalid(f"time {micros} µs has no RFC 3339 form")
+    return text
 
 
 def _segment(text: str) -> str:
@@ -173,7 +166,7 @@ def epcis_event(index: int, statement: Statement, participant_of: ParticipantOf)
     try:
         event_time = format_time(statement.at)
     except TimeInvalid as e:
-        raise e.at_index(index) from e.__cause__
+        raise e.at_index(index) from None
     participant = participant_of(statement.signer)
 
     event: dict[str, Any] = {

@@ -105,6 +105,15 @@ class CosignatureMissing(IntegrityError):
     check = "cosignature"
 
 
+class BundleRejected(IntegrityError):
+    """A bundle to import did not verify; carries the check and index of its first failure."""
+
+    def __init__(self, check: str, detail: str, index: int | None, failures: int, name: str) -> None:
+        more = f" and {failures - 1} more failure(s)" if failures > 1 else ""
+        super().__init__(f"{detail} ({name} does not verify{more}; nothing imported)", index)
+        self.check = check
+
+
 class ProofInvalid(IntegrityError):
     """A Merkle inclusion or consistency proof does not verify."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection
 
-from ledger import keys
+from ledger import small_order
 from ledger.errors import (
     ChainBroken,
     EncodingInvalid,
@@ -29,7 +29,7 @@ MAX_CLOCK_SKEW_US = 5 * 60 * 1_000_000  # DESIGN.md: `at` at most 5 minutes ahea
 
 # The small-order test costs a few modular exponentiations; the same few keys are checked again at every
 # verification of every registration, so remember the answers.
-is_small_order = functools.lru_cache(maxsize=4096)(keys.is_small_order)
+is_small_order = functools.lru_cache(maxsize=4096)(small_order.is_small_order)
 
 
 _ADMIN_KINDS = frozenset(ADMIN_KINDS)

@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import io
 import os
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,12 +41,13 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger import bundle as bundle_format
 from ledger import checkpoint as notes
-from ledger import driver, epcis, merkle, views
+from ledger import driver, epcis, files, merkle, views
 from ledger import verify as verification
 from ledger.aggregates import LOG_TOPICS, stored_checkpoint
 from ledger.append import Batch, now_us
 from ledger.errors import (
     BadInput,
+    BundleRejected,
     Conflict,
     IntegrityError,
     LedgerError,
@@ -70,52 +70,6 @@ MAX_EVENTS_PER_TRANSACTION = 25_000
 
 def _no_progress(_n: int) -> None:
     return None
-
-
-# --- files written whole or not at all ---------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[BinaryIO]:
-    """A new file beside `path`, renamed onto it when the block ends without error, removed otherwise.
-
-    Created with mode 0666 less the umask (as `open` would), synced before the rename.
-    """
-    if path.is_dir():
-        raise BadInput(f"{path} is a directory")
-    parent = path.parent
-    if not parent.is_dir():
-        raise BadInput(f"cannot write {path}: no directory {parent}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(temp, flags, 0o666)
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise BadInput(f"cannot write {path}: {e.strerror}") from e
-    else:  # pragma: no cover - 100 collisions of 48 random bits
-        raise BadInput(f"cannot create a temporary file beside {path}")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        if isinstance(e, OSError):
-            raise BadInput(f"cannot write {path}: {e.strerror or e}") from e
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _refuse_overwriting_store(store: Store, path: Path) -> None:
@@ -201,21 +155,12 @@ def export_bundle(store: Store, path: Path, *, upto: int | None = None,
             compact = compact.append(merkle.leaf_hash(wire))
             yield wire
 
-    with _replacing(path) as out:
+    with files.replacing(path) as out:
         written = bundle_format.write_bundle(out, store.origin, wires(), checkpoints)
     return Exported(path, store.origin, written, len(checkpoints), compact.root())
 
 
 # --- import -------------------------------------------------------------------------------------------
-
-
-class BundleRejected(IntegrityError):
-    """The bundle did not verify; carries the check and index of its first failure."""
-
-    def __init__(self, failure: verification.Failure, failures: int, name: str) -> None:
-        more = f" and {failures - 1} more failure(s)" if failures > 1 else ""
-        super().__init__(f"{failure.detail} ({name} does not verify{more}; nothing imported)", failure.index)
-        self.check = failure.check
 
 
 class _HashingReader(io.RawIOBase):
@@ -318,7 +263,8 @@ def prepare_import(url: str, path: Path, *, now: int | None = None, progress: Pr
     reader = _HashingReader(path)
     report = verification.verify_bundle(path, options, stream=cast(BinaryIO, reader))
     if not report.intact:
-        raise BundleRejected(report.failures[0], len(report.failures), str(path))
+        first = report.failures[0]
+        raise BundleRejected(first.check, first.detail, first.index, len(report.failures), str(path))
     warnings = report.warnings if target_size == 0 else tuple(
         w for w in report.warnings if not w.startswith("no --trust"))
     return ImportPlan(url=url, path=path, origin=origin, statements=report.log_size,
@@ -523,9 +469,9 @@ def export_epcis(store: Store, path: Path, *, upto: int | None = None, now: int 
         for index, wire in _wires(store, count, progress):
             yield index, driver.decode_at(wire, index)
 
-    with _replacing(path) as raw:
+    with files.replacing(path) as raw:
         out = io.TextIOWrapper(raw, encoding="ascii", newline="\n")
         events = epcis.write_epcis(out, entries(), state.participant_of, epcis.format_time(clock))
         out.flush()
-        out.detach()  # `_replacing` syncs and closes the file itself
+        out.detach()  # `files.replacing` syncs and closes the file itself
     return EpcisExported(path, count, events)

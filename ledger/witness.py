@@ -41,6 +41,7 @@ from pathlib import Path
 from ledger import checkpoint as notes
 from ledger import limits, merkle
 from ledger.checkpoint import Checkpoint, ParsedNote
+from ledger.cosign import check_witness_name
 from ledger.errors import (
     BadInput,
     ConsistencyRejected,
@@ -52,8 +53,8 @@ from ledger.errors import (
     ProofInvalid,
     WitnessRefused,
 )
+from ledger.files import write_atomic
 from ledger.keys import PrivateKey
-from ledger.transparency import check_witness_name, write_atomic
 
 ADD_CHECKPOINT_PATH = "/add-checkpoint"  # c2sp.org/tlog-witness: `POST <submission prefix>/add-checkpoint`
 TLOG_SIZE_MEDIA_TYPE = "text/x.tlog.size"  # c2sp.org/tlog-witness: the Content-Type of a 409's body
@@ -307,8 +308,7 @@ class Witness:
         return self._cached[1]
 
     def _save(self, logs: Mapping[str, str]) -> None:
-        write_atomic(self.state_path, encode_state(self.name, logs))
-        _fsync_directory(self.state_path.parent)
+        write_atomic(self.state_path, encode_state(self.name, logs))  # the directory is synced too
         self._cached = None
 
 
@@ -338,13 +338,3 @@ def check_consistency(latest: Checkpoint | None, proof: Sequence[bytes], checkpo
     except ProofInvalid as e:
         raise ConsistencyRejected(f"the consistency proof from size {old} to {checkpoint.size} does not "
                                   f"verify: {e.detail}") from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename that replaced the state durable too (POSIX: the directory entry is the directory's)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory if str(directory) else ".", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

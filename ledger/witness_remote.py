@@ -4,7 +4,7 @@ It reads the served checkpoint (`GET /checkpoint`), the genesis statement (`GET 
 C2SP tlog-tiles) for the operator's key, and consistency proofs (`GET /v1/proofs/consistency`): the
 genesis must be leaf 0 of the checkpoint's tree and the operator's signature must verify under the key
 it names (trust on first use: the witness has no other source of that key), and the checkpoint must
-extend the one in the witness's state file (`transparency.read_witness_state`, the same file
+extend the one in the witness's state file (`cosign.read_witness_state`, the same file
 `custody cosign CHECKPOINT` keeps). Then it cosigns (c2sp.org/tlog-cosignature/v1), saves the cosigned
 note as its new state, and only then posts it to `POST /v1/cosignatures`, as a tlog-witness persists
 before it answers.
@@ -25,6 +25,7 @@ import httpx
 from ledger import checkpoint as notes
 from ledger import merkle
 from ledger.checkpoint import Checkpoint
+from ledger.cosign import check_witness_name, read_witness_state
 from ledger.errors import (
     CheckpointInconsistent,
     CosignatureMissing,
@@ -34,9 +35,9 @@ from ledger.errors import (
     Refused,
     ServiceUnavailable,
 )
+from ledger.files import write_atomic
 from ledger.keys import PrivateKey
 from ledger.statement import decode
-from ledger.transparency import check_witness_name, read_witness_state, write_atomic
 
 TIMEOUT = 10.0  # seconds for each request
 MAX_CHECKPOINT_BYTES = 64 * 1024  # a note with at most 100 signature lines

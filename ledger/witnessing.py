@@ -33,6 +33,7 @@ from ledger import checkpoint as notes
 from ledger import keys, merkle
 from ledger.aggregates import stored_checkpoint
 from ledger.checkpoint import Checkpoint, NoteSignature, ParsedNote
+from ledger.cosign import check_witness_name
 from ledger.errors import (
     BadInput,
     Conflict,
@@ -42,7 +43,7 @@ from ledger.errors import (
     WitnessRefused,
 )
 from ledger.store import Store
-from ledger.transparency import SIGN_ATTEMPTS, check_witness_name, ledger_identity, read_leaves
+from ledger.tree_head import SIGN_ATTEMPTS, ledger_identity, read_leaves
 from ledger.witness import ADD_CHECKPOINT_PATH, TLOG_SIZE_MEDIA_TYPE, format_request
 
 MAX_COSIGNATURE_BODY = 64 * 1024  # POST /v1/cosignatures: a note of at most 100 signature lines

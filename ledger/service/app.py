@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ledger import reports, transparency, views, visual, visual_html
+from ledger import proof as proofs
+from ledger import reports, views, visual, visual_html
 from ledger.append import now_us
 from ledger.errors import (
     BadInput,
@@ -268,7 +269,7 @@ class Service:
 
         def load() -> bytes:
             try:
-                return transparency.build_proof(self._opened(), serial, now_us=now_us()).encode()
+                return proofs.build_proof(self._opened(), serial, now_us=now_us()).encode()
             except Refused as e:
                 raise StoreError(e.detail) from None
 

@@ -3,7 +3,7 @@
 One writer thread per process does every write: it takes the waiting submissions in groups and hands each
 group to `append.append_signed` (the hard rules, the pre-check, one transaction under the store's writer
 lock, a lost race redone), then, within `checkpoint_every` seconds of any growth of the log (whoever
-appended it), signs a checkpoint with `transparency.sign_tree_head`. Several processes on one PostgreSQL
+appended it), signs a checkpoint with `tree_head.sign_tree_head`. Several processes on one PostgreSQL
 database take turns on the writer lock; their checkpoints are one sequence, as the store's optimistic
 versions allow one signer per version (the others find that size signed and adopt it).
 
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger import append, transparency
+from ledger import append, tree_head
 from ledger.errors import (
     IntegrityError,
     LedgerError,
@@ -103,7 +103,7 @@ class Ledger:
         self._check_operator(self.writer)
         self.checkpoint: tuple[int, str] | None = None  # (size, note) of the largest stored checkpoint
         self._checkpoint_version = 0
-        self._signed_so_far = transparency.StoredSoFar()  # the signer reads only checkpoints stored since
+        self._signed_so_far = tree_head.StoredSoFar()  # the signer reads only checkpoints stored since
         self._queue: queue.Queue[Pending] = queue.Queue()
         self._waiting: list[tuple[int, Pending]] = []
         self._waiting_lock = threading.Lock()
@@ -125,7 +125,7 @@ class Ledger:
     def _check_operator(self, store: Store) -> None:
         if not store.opened:
             return
-        ledger = transparency.ledger_identity(store)
+        ledger = tree_head.ledger_identity(store)
         if ledger.operator != self.operator.public:
             raise NotALedger(f"the operator key is not the one {store.url} names at genesis: serve it with "
                              "the ledger's operator key")
@@ -299,7 +299,7 @@ class Ledger:
             size = self.tiles.refresh(self.writer)
             grown = self._load_checkpoints(self.writer)
             if size and (self.checkpoint is None or size > self.checkpoint[0]):
-                signed = transparency.sign_tree_head(self.writer, self.operator, tree=self._tree,
+                signed = tree_head.sign_tree_head(self.writer, self.operator, tree=self._tree,
                                                      known=self._signed_so_far)
                 self._last_signed = time.monotonic()
                 grown = self._load_checkpoints(self.writer) or grown

@@ -205,10 +205,10 @@ def test_arbitrary_text_as_a_checkpoint_note(text: str | bytes) -> None:
 
 @pytest.fixture(scope="module")
 def proof(built: Built) -> bytes:
-    transparency = pytest.importorskip("ledger.transparency")
+    proofs = pytest.importorskip("ledger.proof")
     with Store(built.url, readonly=True) as store:
-        data: bytes = transparency.build_proof(store, "U0000-0", now_us=append.now_us()).encode()
-    transparency.verify_proof_file(
+        data: bytes = proofs.build_proof(store, "U0000-0", now_us=append.now_us()).encode()
+    proofs.verify_proof_file(
         data, trusted=[built.keys["authority"].public], operator=None, now_us=append.now_us()
     )
     return data
@@ -217,11 +217,11 @@ def proof(built: Built) -> bytes:
 @FAST
 @given(st.data())
 def test_mutated_proof_files(built: Built, proof: bytes, data: st.DataObject) -> None:
-    from ledger import transparency
+    from ledger import proof as proofs
 
     changed = mutate(proof, data)
     try:
-        transparency.verify_proof_file(
+        proofs.verify_proof_file(
             changed, trusted=[built.keys["authority"].public], operator=None, now_us=append.now_us()
         )
     except (NotALedger, IntegrityError):
@@ -232,10 +232,10 @@ def test_mutated_proof_files(built: Built, proof: bytes, data: st.DataObject) ->
 @FAST
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_as_a_proof_file(built: Built, proof: bytes, data: bytes) -> None:
-    from ledger import transparency
+    from ledger import proof as proofs
 
     with contextlib.suppress(NotALedger, IntegrityError):
-        transparency.parse_proof(data)
+        proofs.parse_proof(data)
 
 
 # --- policy TOML --------------------------------------------------------------------------------------

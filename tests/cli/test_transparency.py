@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from commands.main import app
 from ledger import checkpoint as notes
-from ledger import keys, transparency
+from ledger import files, keys, tree_head
+from ledger import proof as proofs
 from ledger.aggregates import stored_checkpoint
 from ledger.append import Batch, sign_statement
 from ledger.errors import BadInput, IntegrityError, LedgerError, NotALedger
@@ -400,13 +401,13 @@ def test_cosign_state_file_problems(sqlite_ledger: Ledger, tmp_path: Path) -> No
 
 def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
     target = tmp_path / "f.txt"
-    transparency.write_atomic(target, b"one\n")
+    files.write_atomic(target, b"one\n")
     os.chmod(target, 0o640)
-    transparency.write_atomic(target, b"two\n")
+    files.write_atomic(target, b"two\n")
     assert target.read_bytes() == b"two\n" and target.stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
     with pytest.raises(BadInput):
-        transparency.write_atomic(tmp_path / "missing-dir" / "f.txt", b"x")
+        files.write_atomic(tmp_path / "missing-dir" / "f.txt", b"x")
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
@@ -414,7 +415,7 @@ def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
 
 
 def proof_kinds(path: Path) -> list[tuple[int, str]]:
-    proof = transparency.parse_proof(path.read_bytes())
+    proof = proofs.parse_proof(path.read_bytes())
     return [(e.index, decode(e.wire).kind) for e in proof.entries]
 
 
@@ -519,7 +520,7 @@ def small_proof(ledger: Ledger, tmp_path: Path) -> bytes:
 def outcome(data: bytes, trusted: list[bytes]) -> int:
     """The exit status `verify-proof` gives, from the library (0, 1 or 2); anything else escapes."""
     try:
-        transparency.verify_proof_file(data, trusted=trusted, operator=None,
+        proofs.verify_proof_file(data, trusted=trusted, operator=None,
                                        now_us=int(datetime.now(UTC).timestamp() * 1e6))
     except NotALedger:
         return 2
@@ -565,7 +566,7 @@ def test_any_byte_change_in_a_proof_is_caught(sqlite_ledger: Ledger, tmp_path: P
 def _edit(data: bytes, change: Callable[[dict[str, Any]], object]) -> bytes:
     document = json.loads(data)
     change(document)
-    return transparency.canonical_json(document)
+    return proofs.canonical_json(document)
 
 
 def _entries(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -657,26 +658,26 @@ def test_proof_steps_from_a_foreign_unit_are_refused(sqlite_ledger: Ledger, tmp_
     checkpoint(ledger, tmp_path / "cp.txt")
     ledger.cli("prove", "Y1", "--out", str(tmp_path / "y1.json"), ok=True)
     ledger.cli("prove", "Y2", "--out", str(tmp_path / "y2.json"), ok=True)
-    y1 = transparency.parse_proof((tmp_path / "y1.json").read_bytes())
-    y2 = transparency.parse_proof((tmp_path / "y2.json").read_bytes())
+    y1 = proofs.parse_proof((tmp_path / "y1.json").read_bytes())
+    y2 = proofs.parse_proof((tmp_path / "y2.json").read_bytes())
     trusted = [public(ledger, "authority")]
     now = int(datetime.now(UTC).timestamp() * 1e6)
     # Y2's steps under Y1's name; Y1's shipment swapped for Y2's (valid inclusion, wrong chain)
 
-    def by_index(entries: set[transparency.ProofEntry]) -> tuple[transparency.ProofEntry, ...]:
+    def by_index(entries: set[proofs.ProofEntry]) -> tuple[proofs.ProofEntry, ...]:
         return tuple(sorted(entries, key=lambda e: e.index))
 
-    swapped = transparency.UnitProof(y1.origin, "Y1", y1.signed_checkpoint,
+    swapped = proofs.UnitProof(y1.origin, "Y1", y1.signed_checkpoint,
                                      by_index({*y1.entries[:-2], *y2.entries[-2:]}))
-    mixed = transparency.UnitProof(y1.origin, "Y1", y1.signed_checkpoint,
+    mixed = proofs.UnitProof(y1.origin, "Y1", y1.signed_checkpoint,
                                    by_index({*y1.entries[:-1], y2.entries[-1]}))
     for forged in (swapped, mixed):
         with pytest.raises(IntegrityError) as caught:
-            transparency.verify_proof(forged, trusted=trusted, operator=None, now_us=now)
+            proofs.verify_proof(forged, trusted=trusted, operator=None, now_us=now)
         assert caught.value.check in ("proof", "chain")
     # withholding the unit's newest step is not detectable: the proof shows a shorter history
-    shorter = transparency.UnitProof(y1.origin, "Y1", y1.signed_checkpoint, y1.entries[:-1])
-    assert len(transparency.verify_proof(shorter, trusted=trusted, operator=None, now_us=now).steps) == 1
+    shorter = proofs.UnitProof(y1.origin, "Y1", y1.signed_checkpoint, y1.entries[:-1])
+    assert len(proofs.verify_proof(shorter, trusted=trusted, operator=None, now_us=now).steps) == 1
 
 
 def test_verify_proof_as_a_program(sqlite_ledger: Ledger, tmp_path: Path) -> None:
@@ -702,16 +703,16 @@ def test_proofs_carry_the_operator_line_only(sqlite_ledger: Ledger, tmp_path: Pa
     witness = private(ledger, "rogue")
     cosigned = notes.add_cosignature(note, "w1", witness.public, witness.sign, 1_700_000_000)
     with Store(ledger.db, readonly=True) as store:
-        identity = transparency.ledger_identity(store)
-    assert transparency.operator_only(notes.parse_note(cosigned), identity) == note
+        identity = tree_head.ledger_identity(store)
+    assert proofs.operator_only(notes.parse_note(cosigned), identity) == note
 
 
 def test_library_refuses_without_trust(sqlite_ledger: Ledger, tmp_path: Path) -> None:
     data = small_proof(sqlite_ledger, tmp_path)
     with pytest.raises(BadInput):
-        transparency.verify_proof_file(data, trusted=[], operator=None, now_us=0)
+        proofs.verify_proof_file(data, trusted=[], operator=None, now_us=0)
     with pytest.raises(LedgerError):
-        transparency.parse_proof("text")  # type: ignore[arg-type]
+        proofs.parse_proof("text")  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"needs {PG_ENV}")

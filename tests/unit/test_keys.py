@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import VerifyKey
 
-from ledger import keys
+from ledger import keys, small_order
 from ledger.errors import KeyFileError
 from ledger.keys import (
     KDF_ROUNDS,
@@ -29,7 +29,6 @@ from ledger.keys import (
     PrivateKey,
     from_seed,
     generate,
-    is_small_order,
     load_private,
     load_public,
     parse_public_line,
@@ -37,6 +36,7 @@ from ledger.keys import (
     public_line,
     write_keypair,
 )
+from ledger.small_order import is_small_order
 from ledger.statement import key_id
 from tests.conftest import SHARED
 
@@ -443,10 +443,10 @@ def test_normal_keys_are_not_small_order(key: PrivateKey) -> None:
 
 def test_torsion_points_are_distinct_and_closed_under_doubling() -> None:
     """An independent check of the table: eight distinct points whose doubles stay in the table."""
-    points = {keys._decode_point(raw) for raw in TORSION}
+    points = {small_order._decode_point(raw) for raw in TORSION}
     assert None not in points and len(points) == 8
-    assert all(keys._double(p) in points for p in points if p is not None)
-    assert {keys._decode_point(raw) for raw in NON_CANONICAL} <= points
+    assert all(small_order._double(p) in points for p in points if p is not None)
+    assert {small_order._decode_point(raw) for raw in NON_CANONICAL} <= points
 
 
 # --- passphrases --------------------------------------------------------------------------------------

@@ -1,21 +1,12 @@
-"""Transparency over the RFC 9162 log: signed tree heads, witness cosigning and per-unit proofs.
+"""Per-unit proofs: the `custody-proof/1` format, built from a ledger and checked without one.
 
-Three roles, one module, each a pair of "make it" and "check it":
+`build_proof` writes a self-contained document (README "Per-unit proofs"): the unit's statements, the
+administrative statements that authorise their signers, an RFC 9162 inclusion proof for each against
+one signed checkpoint, and that checkpoint. `verify_proof` checks it all offline and folds the unit's
+statements for its findings.
 
-- **The operator** signs the current tree head as a C2SP checkpoint (`sign_tree_head`) and stores it as
-  a `Checkpoints` event. It never signs a checkpoint that is inconsistent with one it stored before:
-  the log's leaves are re-read and a consistency proof from the latest stored checkpoint must verify.
-- **A witness** cosigns a checkpoint (`cosign`) with a `tlog-cosignature/v1` line after checking, with
-  proofs built from the ledger's leaves, that it is the ledger's tree at that size and that it extends
-  the last checkpoint this witness cosigned (its state file, c2sp.org/tlog-witness). A rollback or a
-  fork is refused.
-- **Anyone** proves one unit's history without the ledger: `build_proof` writes a self-contained
-  `custody-proof/1` document (README "Per-unit proofs"): the unit's statements, the administrative statements that
-  authorise their signers, an RFC 9162 inclusion proof for each against one signed checkpoint, and that
-  checkpoint. `verify_proof` checks it all offline and folds the unit's statements for its findings.
-
-Errors: a checkpoint or proof that is not one at all is `NotALedger` (exit 2); a bad one raises an
-`IntegrityError` naming the check (exit 1); bad arguments and state files are `BadInput` (exit 2).
+Errors: a proof that is not one at all is `NotALedger` (exit 2); a bad one raises an `IntegrityError`
+naming the check (exit 1); bad arguments are `BadInput` (exit 2).
 """
 
 from __future__ import annotations
@@ -23,33 +14,23 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import contextlib
 import json
-import os
-import re
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgpack
 
 from ledger import checkpoint as notes
 from ledger import driver, fold, limits, merkle, rules
-from ledger.aggregates import stored_checkpoint
 from ledger.checkpoint import Checkpoint, ParsedNote
 from ledger.errors import (
     BadInput,
     ChainBroken,
-    CheckpointInconsistent,
     CheckpointSignatureInvalid,
-    Conflict,
     GenesisUntrusted,
     IntegrityError,
     LedgerError,
-    LogIndexInvalid,
     NotALedger,
     NotFound,
     OriginMismatch,
@@ -59,10 +40,10 @@ from ledger.errors import (
     TimeInvalid,
 )
 from ledger.history import Step
-from ledger.keys import PrivateKey
 from ledger.state import Finding, State, UnitState
 from ledger.statement import ADMIN_KINDS, ZERO_HASH, Statement, decode, key_id, valid_id, verify_signature
 from ledger.store import Store
+from ledger.tree_head import Ledger, largest, ledger_identity, read_leaves
 
 PROOF_FORMAT = "custody-proof/1"  # README "Per-unit proofs": the `format` of a per-unit proof document
 PROOF_PREFIX = b'{"format":"' + PROOF_FORMAT.encode() + b'",'  # how every canonical proof file begins
@@ -70,291 +51,9 @@ PROOF_KEYS = frozenset({"format", "origin", "serial", "signed_checkpoint", "stat
 ENTRY_KEYS = frozenset({"index", "wire", "inclusion"})
 MAX_PROOF_BYTES = limits.MAX_PROOF_FILE_BYTES  # refuse to read anything larger as a proof
 MAX_INCLUSION_HASHES = 64  # RFC 9162 trees of at most 2^64 leaves have paths of at most 64 hashes
-SIGN_ATTEMPTS = 5  # `sign_tree_head` retries when another signer stored a checkpoint first
-
-_WITNESS_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-# --- the log as stored --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ledger:
-    """What every transparency operation needs to know first: the origin and the operator's key."""
-
-    origin: str
-    operator: bytes
-    genesis: Statement
-
-
-def ledger_identity(store: Store) -> Ledger:
-    """The ledger's origin and operator key, from its genesis statement."""
-    if not store.opened or store.origin is None:
-        raise NotALedger(f"{store.url} holds no ledger (run `custody init`)")
-    first = next(iter(store.log(0, 1)), None)
-    if first is None:
-        raise NotALedger(f"{store.url} holds no ledger (run `custody init`)")
-    genesis = decode(first.wire)
-    if genesis.kind != "ledger_opened":
-        raise GenesisUntrusted(f"index 0 is {genesis.kind}, not ledger_opened", 0)
-    return Ledger(genesis.origin, genesis.data["operator"], genesis)
-
-
-def read_leaves(store: Store, size: int, visit: Callable[[int, bytes], None] | None = None) -> list[bytes]:
-    """RFC 9162 leaf hashes of the stored statements 0…size-1, refusing gaps; `visit` sees each wire."""
-    leaves: list[bytes] = []
-    for event in store.log(0, size):
-        if event.index != len(leaves):
-            raise LogIndexInvalid(f"the stored log jumps from index {len(leaves) - 1} to {event.index} "
-                                  "(run `custody verify`)", len(leaves))
-        leaves.append(merkle.leaf_hash(event.wire))
-        if visit is not None:
-            visit(event.index, event.wire)
-    if len(leaves) != size:
-        raise LogIndexInvalid(f"the stored log ends at {len(leaves)} statements, not {size}", len(leaves))
-    return leaves
-
-
-def _require_extends(source: merkle.ProofSource, old: Checkpoint, what: str) -> None:
-    """Raise `CheckpointInconsistent` unless the tree of `source` extends the checkpoint `old`."""
-    size, root = source.size, source.root()
-    if old.size > size:
-        raise CheckpointInconsistent(f"{what} has size {old.size} but the log has only {size} statements: "
-                                     "statements were dropped or the log was rolled back")
-    if old.size == 0 or old.size == size:
-        expected = merkle.EMPTY_ROOT if old.size == 0 else root
-        if old.root != expected:
-            raise CheckpointInconsistent(f"{what} of size {old.size} has another root than the log at that "
-                                         "size: the log was rewritten (a fork)")
-        return
-    proof = source.consistency_proof(old.size)
-    try:
-        merkle.verify_consistency(old.size, size, proof, old.root, root)
-    except IntegrityError as e:
-        raise CheckpointInconsistent(f"the log of size {size} does not extend {what} of size {old.size}: "
-                                     f"a statement below it was rewritten ({e.detail})") from e
-
-
-def stored_notes(store: Store, ledger: Ledger) -> list[ParsedNote]:
-    """The stored checkpoints in signing order, each checked against the operator's key.
-
-    Raises `CheckpointSignatureInvalid` for the first one that does not verify.
-    """
-    return _verified(store.checkpoints(), ledger)
-
-
-def _verified(rows: Iterable[tuple[int, int, str]], ledger: Ledger) -> list[ParsedNote]:
-    out: list[ParsedNote] = []
-    for version, _size, text in rows:
-        try:
-            note = notes.parse_note(text)
-            notes.verify_operator(note, ledger.origin, ledger.operator)
-        except LedgerError as e:
-            raise CheckpointSignatureInvalid(f"stored checkpoint {version} does not verify: {e.detail} "
-                                             "(run `custody verify`)") from e
-        out.append(note)
-    return out
-
-
-def _largest(parsed: Iterable[ParsedNote]) -> ParsedNote | None:
-    return max(parsed, key=lambda n: n.checkpoint.size, default=None)
-
-
-# --- the operator: signing tree heads -----------------------------------------------------------------
-
-
-@dataclass
-class StoredSoFar:
-    """What a long-running signer has read of the stored checkpoints: the last version read and the largest
-    note among them, verified; `sign_tree_head` then reads only the checkpoints stored since."""
-
-    version: int = 0
-    latest: ParsedNote | None = None
-
-
-@dataclass(frozen=True)
-class SignedCheckpoint:
-    """A checkpoint the operator signed: the note, and whether it was stored now or was already there."""
-
-    note: str
-    checkpoint: Checkpoint
-    stored: bool
-    previous: Checkpoint | None
-
-
-def sign_tree_head(store: Store, key: PrivateKey, *, attempts: int = SIGN_ATTEMPTS,
-                   tree: Callable[[int], merkle.ProofSource] | None = None,
-                   known: StoredSoFar | None = None) -> SignedCheckpoint:
-    """Sign the current tree head as the operator and store it as the next `Checkpoints` event.
-
-    Refuses (`CheckpointInconsistent`) when the log does not extend the largest checkpoint stored before,
-    and (`RootMismatch`) when the stored tree head is not the root of the stored statements. A checkpoint
-    of the size already stored is returned without storing it again. `key` must be the genesis operator.
-    `tree(size)` gives the log's tree at a size from leaf hashes the caller read from this store before (the
-    service keeps them); by default they are read again here. `known`, kept by the caller from one call to
-    the next, spares reading and verifying again the checkpoints stored before.
-    """
-    ledger = ledger_identity(store)
-    if key.public != ledger.operator:
-        raise BadInput(f"key {key.key_id[:16]}… is not this ledger's operator key "
-                       f"({key_id(ledger.operator)[:16]}…, named at genesis)")
-    for attempt in range(1, attempts + 1):
-        try:
-            return _sign_once(store, key, ledger, tree, known)
-        except Conflict:
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _sign_once(store: Store, key: PrivateKey, ledger: Ledger, tree: Callable[[int], merkle.ProofSource] | None,
-               known: StoredSoFar | None) -> SignedCheckpoint:
-    # the checkpoints first, then the head: every checkpoint read is then of a size the head covers, even
-    # when another signer stores one meanwhile
-    so_far = known if known is not None else StoredSoFar()
-    stored = store.checkpoints(after=so_far.version)
-    latest = _largest([*([so_far.latest] if so_far.latest is not None else []), *_verified(stored, ledger)])
-    last_version = stored[-1][0] if stored else so_far.version
-    so_far.version, so_far.latest = last_version, latest
-    head = store.head()
-    if head is None:
-        raise NotALedger(f"{store.url} holds no ledger")
-    size = head.index + 1
-    source = tree(size) if tree is not None else merkle.ProofSource(read_leaves(store, size))
-    root = source.root()
-    try:
-        kept = merkle.CompactRange.from_list(size, head.range).root()
-    except BadInput as e:
-        raise RootMismatch(f"the stored tree head at size {size} is malformed: {e.detail}",
-                           index=head.index) from e
-    if kept != root:
-        raise RootMismatch(f"the stored tree head at size {size} is not the root of the stored statements "
-                           "(run `custody verify`)", expected=kept, calculated=root, index=head.index)
-    if latest is not None:
-        _require_extends(source, latest.checkpoint, "the latest checkpoint the log signed")
-    checkpoint = Checkpoint(ledger.origin, size, root)
-    note = notes.sign_checkpoint(checkpoint, ledger.origin, key.public, key.sign)
-    previous = latest.checkpoint if latest else None
-    if previous is not None and previous.size == size:
-        return SignedCheckpoint(note, checkpoint, stored=False, previous=previous)
-    version = last_version + 1
-    store.write([stored_checkpoint(ledger.origin, version, size, note, datetime.now(UTC))])
-    so_far.version, so_far.latest = version, notes.parse_note(note)
-    return SignedCheckpoint(note, checkpoint, stored=True, previous=previous)
-
-
-# --- witnesses: cosigning -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cosigned:
-    """A checkpoint a witness cosigned: the note with its new line, and the state it extended."""
-
-    note: str
-    checkpoint: Checkpoint
-    previous: Checkpoint | None
-    timestamp: int
-
-
-def check_witness_name(name: str) -> str:
-    """c2sp.org/signed-note key names: non-empty, no Unicode spaces, no '+'."""
-    if not name or any(ch.isspace() or ch == "+" or ch < " " for ch in name):
-        raise BadInput(f"bad witness name {name[:80]!r}: a key name has no spaces and no '+'")
-    return name
-
-
-def default_state_path(checkpoint_path: Path, name: str) -> Path:
-    """`witness-NAME.state` beside the checkpoint file (characters outside [A-Za-z0-9._-] become _)."""
-    return checkpoint_path.parent / f"witness-{_WITNESS_NAME_UNSAFE.sub('_', name)}.state"
-
-
-def read_witness_state(path: Path, origin: str, name: str, public_key: bytes) -> Checkpoint | None:
-    """The checkpoint this witness cosigned last, from its state file (None if there is no file yet).
-
-    The state file is the last note the witness cosigned; it must carry the witness's own valid
-    cosignature, so a damaged or foreign file is refused (`BadInput`) rather than taken as a fresh start.
-    """
-    try:
-        data = limits.read_file(path, limits.MAX_NOTE_FILE_BYTES, "witness state")
-    except NotFound:
-        return None
-    try:
-        note = notes.parse_note(data)
-        notes.verify_cosignature(note, name, public_key)
-    except LedgerError as e:
-        raise BadInput(f"witness state {path} is not a checkpoint cosigned by {name!r} with this key: "
-                       f"{e.detail}") from e
-    if note.checkpoint.origin != origin:
-        raise BadInput(f"witness state {path} is for origin {note.checkpoint.origin!r}, not {origin!r} "
-                       "(give --state)")
-    return note.checkpoint
-
-
-def cosign(store: Store, note_text: str | bytes, *, name: str, key: PrivateKey, state_path: Path,
-           timestamp: int) -> Cosigned:
-    """Cosign a checkpoint of this ledger as witness `name`, then record it in the witness's state file.
-
-    Checks, in order: the note parses (`NotALedger` if it is not a note at all); the operator's signature
-    verifies; it is no rollback or fork of the state file's checkpoint; the ledger's root at its size is
-    its root; a consistency proof from the ledger's leaves takes the state's checkpoint to it. Every
-    refusal is a `CheckpointInconsistent` or `CheckpointSignatureInvalid`; nothing is written then.
-    """
-    check_witness_name(name)
-    parsed = notes.parse_note(note_text)
-    ledger = ledger_identity(store)
-    checkpoint = notes.verify_operator(parsed, ledger.origin, ledger.operator)
-    previous = read_witness_state(state_path, ledger.origin, name, key.public)
-    if previous is not None:
-        if checkpoint.size < previous.size:
-            raise CheckpointInconsistent(f"refusing to cosign a rollback: checkpoint size {checkpoint.size} "
-                                         f"is smaller than the size {previous.size} witness {name} cosigned")
-        if checkpoint.size == previous.size and checkpoint.root != previous.root:
-            raise CheckpointInconsistent(f"refusing to cosign a fork: witness {name} cosigned another root "
-                                         f"at size {checkpoint.size}")
-    size = store.size()
-    if checkpoint.size > size:
-        raise CheckpointInconsistent(f"the checkpoint has size {checkpoint.size} but this ledger has only "
-                                     f"{size} statements: it is behind, or the checkpoint is not its tree")
-    source = merkle.ProofSource(read_leaves(store, checkpoint.size))
-    if source.root() != checkpoint.root:
-        raise CheckpointInconsistent(f"refusing to cosign a fork: the ledger's root at size "
-                                     f"{checkpoint.size} is not the checkpoint's")
-    if previous is not None:
-        _require_extends(source, previous, f"the checkpoint witness {name} cosigned last")
-    cosigned = notes.add_cosignature(parsed.text, name, key.public, key.sign, timestamp)
-    write_atomic(state_path, cosigned.encode())
-    return Cosigned(cosigned, checkpoint, previous, timestamp)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` all at once (a temporary file beside it, fsync, rename)."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    except OSError as e:
-        raise BadInput(f"cannot write {path}: {e.strerror}") from e
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise BadInput(f"cannot write {path}: {e.strerror}") from e
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(e, OSError):
-            raise BadInput(f"cannot write {path}: {e.strerror}") from e
-        raise
-
-
-# --- per-unit proofs: the format ----------------------------------------------------------------------
+# --- the format ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,7 +204,7 @@ def _proof_fields(document: dict[str, Any]) -> UnitProof:
     return UnitProof(origin, serial, note, tuple(entries))
 
 
-# --- per-unit proofs: building ------------------------------------------------------------------------
+# --- building ------------------------------------------------------------------------
 
 
 def build_proof(store: Store, serial: str, *, now_us: int) -> UnitProof:
@@ -533,7 +232,7 @@ def build_proof(store: Store, serial: str, *, now_us: int) -> UnitProof:
         except LedgerError:
             continue  # `verify` reports it; a proof is built on a checkpoint that verifies
         valid.append(note)
-    chosen = _largest(valid)
+    chosen = largest(valid)
     if chosen is None or chosen.checkpoint.size <= newest:
         have = f"the latest covers statements 0…{chosen.checkpoint.size - 1}" if chosen else "none is stored"
         raise Refused(f"no checkpoint covers unit {serial}'s newest statement (index {newest}); {have}: "
@@ -627,7 +326,7 @@ def select_statements(steps: dict[int, Statement], authority: Sequence[tuple[int
             signers.add(st.signer)
 
 
-# --- per-unit proofs: verifying -----------------------------------------------------------------------
+# --- verifying -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
