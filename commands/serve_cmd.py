@@ -21,6 +21,10 @@ def serve(
     checkpoint_every: Annotated[float, typer.Option(
         "--checkpoint-every", min=0.01, max=3600, metavar="SECONDS",
         help="Sign a checkpoint within this long of any growth of the log.")] = 1.0,
+    witness: Annotated[list[str] | None, typer.Option(
+        "--witness", metavar="NAME=PUBFILE[=URL]",
+        help="A witness whose cosignatures the service accepts (POST /v1/cosignatures) and serves; with a URL, "
+             "each new checkpoint is pushed to its C2SP tlog-witness add-checkpoint (repeatable).")] = None,
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
 ) -> None:
@@ -34,7 +38,9 @@ def serve(
     from ledger.service import server
     from ledger.service.app import build_app
     from ledger.service.submission import Ledger
+    from ledger.witnessing import load_witnesses
 
+    witnesses = load_witnesses(witness or [])
     key = load_key(operator_key, passphrase_file)
     try:
         sock = server.bind(host, port)
@@ -47,9 +53,10 @@ def serve(
         raise
     bound = sock.getsockname()
     typer.echo(f"custody: serving {ledger.origin or 'an empty ledger'} from {redact(ledger.db)} on "
-               f"http://{bound[0]}:{bound[1]} (checkpoints every {checkpoint_every:g} s)", err=True)
+               f"http://{bound[0]}:{bound[1]} (checkpoints every {checkpoint_every:g} s"
+               f"{f', {len(witnesses)} witness(es)' if witnesses else ''})", err=True)
     try:
-        uvicorn.Server(server.config(build_app(ledger))).run(sockets=[sock])
+        uvicorn.Server(server.config(build_app(ledger, witnesses=witnesses))).run(sockets=[sock])
     finally:
         ledger.close()
         sock.close()

@@ -50,6 +50,7 @@ MAX_COSIGNATURE_BODY = 64 * 1024  # POST /v1/cosignatures: a note of at most 100
 MAX_WITNESS_ANSWER = 64 * 1024  # an add-checkpoint answer: a few signature lines
 PUSH_TIMEOUT = 10.0  # seconds for one add-checkpoint exchange
 MAX_RESENDS = 3  # add-checkpoint retries after a 409 that names another old size
+KEEP_SIZES = 8  # cosigned notes `Witnessing.decorate` keeps, for the largest sizes
 
 ConsistencyProofs = Callable[[int, int], Sequence[bytes]]  # (old size, new size) → RFC 9162 proof
 
@@ -408,8 +409,12 @@ class Witnessing:
       for a witness; a backlog is coalesced to the newest checkpoint, whose proof covers the others.
     - `accept(body)`: `POST /v1/cosignatures` (see `accept_cosignatures`).
     - `decorate(note)`: the note `GET /checkpoint` serves, with the configured witnesses' cosignatures
-      stored for its checkpoint added (stored by this process, or by another on the same database, seen
-      within `refresh_every` seconds).
+      stored for its checkpoint added: those this process stored, and those another process on the same
+      database stored, which the background thread reads every `refresh_every` seconds. It never
+      touches the store itself, so an event loop may call it.
+
+    `start` also queues the latest stored checkpoint, so a restarted service brings its witnesses up to
+    date without waiting for the log to grow.
     """
 
     def __init__(self, db: str, witnesses: Sequence[WitnessConfig], *, proofs: ConsistencyProofs | None = None,
@@ -461,11 +466,12 @@ class Witnessing:
 
     def decorate(self, note: str) -> str:
         """`note` with the cosignatures stored for its checkpoint, if any (else `note` unchanged)."""
+        if not self.witnesses or not self._cosigned:
+            return note
         try:
             parsed = notes.parse_note(note)
         except LedgerError:
             return note
-        self._refresh()
         held = self._cosigned.get(parsed.checkpoint.size)
         if held is None or not held.startswith(parsed.body + "\n"):
             return note
@@ -480,15 +486,13 @@ class Witnessing:
         return note + "".join(sig.line() for sig in extra)
 
     def _remember(self, size: int, note: str) -> None:
-        if len(note) >= len(self._cosigned.get(size, "")):
-            self._cosigned[size] = note
+        held = dict(self._cosigned)
+        if len(note) >= len(held.get(size, "")):
+            held[size] = note
+        self._cosigned = {k: held[k] for k in sorted(held)[-KEEP_SIZES:]}  # one assignment: readers see either
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         """Adopt the newest stored version at the largest stored size (another process may have stored it)."""
-        now = time.monotonic()
-        if now - self._refreshed < self._refresh_every:
-            return
-        self._refreshed = now
         try:
             with self._store_lock:
                 stored = self.store().checkpoints()
@@ -496,14 +500,15 @@ class Witnessing:
             return
         if stored:
             newest = max(size for _, size, _ in stored)
-            text = [t for _, size, t in stored if size == newest][-1]
-            self._cosigned = {newest: text, **{k: v for k, v in self._cosigned.items() if k > newest}}
-            self._remember(newest, text)
+            self._remember(newest, [t for _, size, t in stored if size == newest][-1])
 
     # --- pushing ---
 
     def start(self) -> None:
-        if self._thread is None and any(w.url for w in self.witnesses):
+        if self._thread is None and self.witnesses:
+            if any(w.url for w in self.witnesses):
+                with contextlib.suppress(LedgerError), self._store_lock:
+                    self._pending = served_note(self.store())
             self._thread = threading.Thread(target=self._run, name="custody-witnessing", daemon=True)
             self._thread.start()
 
@@ -546,13 +551,18 @@ class Witnessing:
         return PushOutcome(name, size, True, f"witness {name} cosigned checkpoint {size} ({stored})")
 
     def _run(self) -> None:
+        pushing = any(w.url for w in self.witnesses)
         while True:
             with self._wake:
-                while self._pending is None and not self._stopping:
-                    self._wake.wait()
+                if self._pending is None and not self._stopping:
+                    self._wake.wait(self._refresh_every)
                 if self._stopping:
                     return
-                note, self._pending = self._pending, None
-            assert note is not None
-            with contextlib.suppress(Exception):  # a witness's failure never stops the service
-                self.push_now(note)
+                note, self._pending = (self._pending, None) if pushing else (None, None)
+            with contextlib.suppress(Exception):  # a witness's or the store's failure never stops the service
+                if note is not None:
+                    self.push_now(note)
+                now = time.monotonic()
+                if now - self._refreshed >= self._refresh_every:
+                    self._refreshed = now
+                    self.refresh()

@@ -46,6 +46,8 @@ from ledger.service.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, parse_tile_path
 from ledger.state import UnitState
 from ledger.statement import decode, valid_id
 from ledger.values import format_time, parse_time
+from ledger.witness_app import cosignatures_route
+from ledger.witnessing import WitnessConfig, Witnessing
 
 MAX_BODY = 1 << 20  # DESIGN.md "Limits": a body over 1 MiB is refused (413) before it is read whole
 MAX_STATEMENT = MAX_ENTRY_SIZE  # DESIGN.md "Size": a wire form is at most 65,535 bytes (413 `encoding`)
@@ -393,24 +395,35 @@ def routes(service: Service) -> list[BaseRoute]:
     ]
 
 
-def build_app(ledger: Ledger, extra_routes: Sequence[BaseRoute] = (), *, manage: bool = True) -> Starlette:
-    """The ASGI app over `ledger`; `extra_routes` are added (the witness side's `POST /v1/cosignatures`).
+def build_app(ledger: Ledger, extra_routes: Sequence[BaseRoute] = (), *, manage: bool = True,
+              witnesses: Sequence[WitnessConfig] = ()) -> Starlette:
+    """The ASGI app over `ledger`; `extra_routes` are added.
 
-    With `manage`, the app starts the ledger's writer thread on start-up and stops it on shutdown.
+    `witnesses` (`--witness`) are pushed each new checkpoint if they have a URL, and their cosignatures
+    are accepted on `POST /v1/cosignatures` and served with the checkpoint (`ledger.witnessing`). With
+    `manage`, the app starts the ledger's writer thread (and the witnessing thread) on start-up and stops
+    them on shutdown.
     """
     service = Service(ledger)
+    witnessing = Witnessing(ledger.db, witnesses,
+                            proofs=lambda old, new: ledger.tiles.tree(new).consistency_proof(old))
+    ledger.on_checkpoint.append(witnessing.on_checkpoint)
+    ledger.decorate = witnessing.decorate
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage:
             await run_in_threadpool(ledger.start)
+            await run_in_threadpool(witnessing.start)
         try:
             yield
         finally:
             if manage:
+                await run_in_threadpool(witnessing.close)
                 await run_in_threadpool(ledger.stop)
 
-    app = Starlette(routes=[*routes(service), *extra_routes], lifespan=lifespan,
+    app = Starlette(routes=[*routes(service), cosignatures_route(witnessing), *extra_routes], lifespan=lifespan,
                     exception_handlers={404: _not_found, HTTPException: _http_error, Exception: _server_error})
     app.state.service = service
+    app.state.witnessing = witnessing
     return app

@@ -107,6 +107,20 @@ def document() -> dict[str, Any]:
                     "408": _error("usage: the body was too slow"),
                     "413": _error("usage: the body is over 1 MiB"),
                     **_COMMON}}},
+            "/v1/cosignatures": {"post": {
+                "summary": "Witnesses' tlog-cosignature/v1 lines on a checkpoint the service signed",
+                "requestBody": {"required": True, "content": {"text/plain": {"schema": {
+                    "type": "string", "description": "a C2SP signed note: the checkpoint with cosignature lines"}}}},
+                "responses": {
+                    "200": _json("the valid cosignatures by configured witnesses (--witness) were stored", {
+                        "type": "object", "required": ["stored"],
+                        "properties": {"stored": {"type": "integer", "minimum": 1}}}),
+                    "408": _error("usage: the body was too slow"),
+                    "413": _error("usage: the body is over 64 KiB"),
+                    "422": _error("cosignature: no valid cosignature by a configured witness on a checkpoint "
+                                  "the service signed"),
+                    "405": _COMMON["405"],
+                    "503": _COMMON["503"]}}},
             "/v1/units/{serial}": _get(
                 "One unit's history (as `history --json`)",
                 _json("the unit's steps and findings", {

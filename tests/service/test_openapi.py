@@ -41,7 +41,7 @@ def test_the_api_keeps_to_its_openapi_document(sqlite_served: Served) -> None:
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 10  # every path of the document
+    assert len(operations) == 11  # every path of the document
     for operation in operations:
         @given(case=operation.as_strategy())
         @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
