@@ -51,6 +51,7 @@ MAX_WITNESS_ANSWER = 64 * 1024  # an add-checkpoint answer: a few signature line
 PUSH_TIMEOUT = 10.0  # seconds for one add-checkpoint exchange
 MAX_RESENDS = 3  # add-checkpoint retries after a 409 that names another old size
 KEEP_SIZES = 8  # cosigned notes `Witnessing.decorate` keeps, for the largest sizes
+KEEP_INDEXED = 1024  # checkpoint sizes `StoredCheckpoints` keeps (the latest version of each)
 
 ConsistencyProofs = Callable[[int, int], Sequence[bytes]]  # (old size, new size) → RFC 9162 proof
 
@@ -127,13 +128,50 @@ class Accepted:
     written: bool  # False when the store already held every one of them
 
 
+class StoredCheckpoints:
+    """The stored checkpoints as a follower reads them: only versions it has not seen
+    (`Store.checkpoints(after=…)`), keeping the latest version of the `keep` largest sizes, so that a
+    cosignature on a recent checkpoint costs no scan of every checkpoint ever signed."""
+
+    def __init__(self, keep: int = KEEP_INDEXED) -> None:
+        self.version = 0  # the latest stored version seen
+        self.keep = keep
+        self._by_size: dict[int, tuple[int, str]] = {}
+        self._evicted = -1  # the largest size dropped from the index
+
+    def sync(self, store: Store) -> None:
+        for version, size, text in store.checkpoints(after=self.version):
+            self.version = max(self.version, version)
+            if size > self._evicted:
+                self._by_size[size] = (version, text)
+        if len(self._by_size) > self.keep:
+            for size in sorted(self._by_size)[:-self.keep]:
+                del self._by_size[size]
+                self._evicted = max(self._evicted, size)
+
+    def of_size(self, size: int) -> list[tuple[int, int, str]] | None:
+        """The latest stored version of `size` (a list of one, or empty), or None if the index dropped it."""
+        if size <= self._evicted:
+            return None
+        held = self._by_size.get(size)
+        return [(held[0], size, held[1])] if held else []
+
+    def newest(self) -> tuple[int, str] | None:
+        """(size, note) of the latest version at the largest size."""
+        if not self._by_size:
+            return None
+        size = max(self._by_size)
+        return size, self._by_size[size][1]
+
+
 def accept_cosignatures(store: Store, note_text: str | bytes, witnesses: Sequence[WitnessConfig], *,
-                        attempts: int = SIGN_ATTEMPTS) -> Accepted:
+                        attempts: int = SIGN_ATTEMPTS, index: StoredCheckpoints | None = None) -> Accepted:
     """Store the valid cosignatures that `note_text` carries by `witnesses` on a checkpoint this log signed.
 
     Raises `CosignatureMissing` (`POST /v1/cosignatures` answers 422 `cosignature`) when the text is not
     a checkpoint of this log, its checkpoint is not one the operator signed and stored, or it carries no
-    valid cosignature by a configured witness. Lines by other keys are ignored.
+    valid cosignature by a configured witness. Lines by other keys are ignored. With `index`, only the
+    checkpoints stored since its last look are read (every one only for a size it no longer holds).
     """
     if len(note_text) > MAX_COSIGNATURE_BODY:
         raise CosignatureMissing(f"the note is {len(note_text)} bytes, more than {MAX_COSIGNATURE_BODY}")
@@ -151,7 +189,14 @@ def accept_cosignatures(store: Store, note_text: str | bytes, witnesses: Sequenc
         names = ", ".join(w.name for w in witnesses) or "none is configured"
         raise CosignatureMissing(f"the note carries no valid cosignature by a configured witness ({names})")
     for attempt in range(1, attempts + 1):
-        stored = store.checkpoints()
+        if index is None:
+            stored = store.checkpoints()
+            latest = stored[-1][0] if stored else 0
+        else:
+            index.sync(store)
+            latest = index.version
+            held = index.of_size(checkpoint.size)
+            stored = held if held is not None else [row for row in store.checkpoints() if row[1] == checkpoint.size]
         target = _stored_twin(stored, checkpoint, ledger.origin, ledger.operator)
         if target is None:
             raise CosignatureMissing(f"checkpoint {checkpoint.size} with root {checkpoint.root.hex()[:16]}… is "
@@ -159,7 +204,7 @@ def accept_cosignatures(store: Store, note_text: str | bytes, witnesses: Sequenc
         merged = _merged(target, given, witnesses)
         if merged == target.text:
             return Accepted(checkpoint, len(given), merged, written=False)
-        version = stored[-1][0] + 1
+        version = latest + 1
         try:
             store.write([stored_checkpoint(ledger.origin, version, checkpoint.size, merged, datetime.now(UTC))])
         except Conflict:
@@ -430,6 +475,7 @@ class Witnessing:
         self._refresh_every = refresh_every
         self._refreshed = float("-inf")
         self._cosigned: dict[int, str] = {}  # size → the stored note with the most cosignatures known
+        self._index = StoredCheckpoints()
         self._pushers: list[WitnessPusher] | None = None
         self._pending: str | None = None
         self._wake = threading.Condition()
@@ -460,7 +506,7 @@ class Witnessing:
 
     def accept(self, body: bytes | str) -> Accepted:
         with self._store_lock:
-            accepted = accept_cosignatures(self.store(), body, self.witnesses)
+            accepted = accept_cosignatures(self.store(), body, self.witnesses, index=self._index)
         self._remember(accepted.checkpoint.size, accepted.note)
         return accepted
 
@@ -495,12 +541,12 @@ class Witnessing:
         """Adopt the newest stored version at the largest stored size (another process may have stored it)."""
         try:
             with self._store_lock:
-                stored = self.store().checkpoints()
+                self._index.sync(self.store())
         except LedgerError:
             return
-        if stored:
-            newest = max(size for _, size, _ in stored)
-            self._remember(newest, [t for _, size, t in stored if size == newest][-1])
+        newest = self._index.newest()
+        if newest is not None:
+            self._remember(*newest)
 
     # --- pushing ---
 

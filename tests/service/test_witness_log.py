@@ -30,6 +30,7 @@ from ledger.store import Store
 from ledger.witness import Witness, read_state
 from ledger.witness_app import cosignatures_route, witness_app
 from ledger.witnessing import (
+    StoredCheckpoints,
     StoreProofs,
     WitnessConfig,
     Witnessing,
@@ -428,3 +429,32 @@ def test_cosign_ledger_url(sqlite_ledger: Ledger, tmp_path: Path, monkeypatch: p
 
 def _operator_line(note: str) -> str:
     return note.split("\n\n", 1)[1].splitlines()[0] + "\n"
+
+
+def test_accept_with_an_index_reads_only_what_is_new(sqlite_ledger: Ledger) -> None:
+    """The service's index of stored checkpoints: new versions only, old sizes by a full read."""
+    book = sqlite_ledger
+    k1, p1 = witness_key(book, "w1")
+    configured = [WitnessConfig(W1, k1.public)]
+    signed = []
+    for serial in ("I1", "I2", "I3"):
+        grow(book, serial)
+        signed.append(sign(book))
+    index = StoredCheckpoints(keep=2)
+    with Store(book.db) as store:
+        index.sync(store)
+        sizes = [notes.parse_note(n).checkpoint.size for n in signed]
+        assert index.of_size(sizes[0]) is None and index.of_size(sizes[2]) == [(index.version, sizes[2], signed[2])]
+        assert index.of_size(sizes[2] + 1) == []
+        for note in (signed[2], signed[0]):  # a recent size from the index, an old one by a full read
+            accepted = accept_cosignatures(store, notes.add_cosignature(note, W1, k1.public, k1.sign, 3), configured,
+                                           index=index)
+            assert accepted.written and accepted.stored == 1
+        assert index.version == max(v for v, _, _ in store.checkpoints()) - 1  # synced before its own write
+        index.sync(store)
+        newest = index.newest()
+        assert newest is not None and newest[0] == sizes[2] and f"\u2014 {W1} " in newest[1]
+        with pytest.raises(CosignatureMissing, match="not one this log signed"):
+            forged = _unsigned_size(book, signed[1], k1)
+            accept_cosignatures(store, forged, configured, index=index)
+    assert verify_witness(book, f"{W1}={p1}").exit_code == 0
