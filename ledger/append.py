@@ -321,7 +321,7 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
             if not statements:
                 raise ViolationsFound(_describe(refused), tuple(refused), some_clean=False)
             checked = True
-            _commit(store, batch, statements[-1])
+            _commit(store, batch, statements[-1], hint=statements[0])
             return Recorded(statement=statements[0], index=first, findings=tuple(found),
                             skipped=tuple(skipped), attempts=attempt, statements=tuple(statements))
         except Conflict as e:
@@ -396,8 +396,9 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
     raise AssertionError("unreachable")
 
 
-def _commit(store: Store, batch: Batch, statement: Statement) -> None:
+def _commit(store: Store, batch: Batch, statement: Statement, *, hint: Statement | None = None) -> None:
     """Commit `batch`, whose last statement is `statement`: recorded once the log holds it at its index.
+    A failure that leaves this unknown names a unit of `hint` (default `statement`) to check.
 
     What fails after the events are in (the views, which the next writer catches up) or hides that they
     are in (a lost acknowledgement, so the driver's retry collides with its own insert) is no failure.
@@ -410,7 +411,8 @@ def _commit(store: Store, batch: Batch, statement: Statement) -> None:
             landed = any(event.wire == statement.wire for event in store.log(index, index + 1))
         except StoreError as lost:
             first = e if isinstance(e, StoreError) else lost
-            where = f" (check with `custody history {statement.serials[0]}`)" if statement.serials else ""
+            named = hint or statement
+            where = f" (check with `custody history {named.serials[0]}`)" if named.serials else ""
             raise StoreError(f"{first.detail}; statement {statement.hash.hex()} may or may not have been "
                              f"recorded{where}") from e
         if not landed:
