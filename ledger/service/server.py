@@ -18,6 +18,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 HEADER_TIMEOUT_S = 10.0  # a request line and headers that have not arrived by then: the connection is closed
 KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this long
 MAX_HEADER_BYTES = 16 * 1024  # h11 refuses a request line and headers larger than this (431)
+MAX_CONNECTIONS = 4096  # open connections and requests at once; beyond, uvicorn answers 503 (plain text)
 
 
 class GuardedH11(H11Protocol):
@@ -62,7 +63,7 @@ def config(app: Any, **options: Any) -> uvicorn.Config:
     """The uvicorn settings `custody serve` runs with (tests run the same)."""
     return uvicorn.Config(app, http=GuardedH11, log_level="warning", access_log=False, lifespan="on",
                           timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-                          server_header=False, **options)
+                          server_header=False, limit_concurrency=MAX_CONNECTIONS, **options)
 
 
 def bind(host: str, port: int) -> socket.socket:

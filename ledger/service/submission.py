@@ -177,6 +177,7 @@ class Ledger:
         while not self._stop.is_set():
             self._wake.wait(timeout=self._sleep())
             self._wake.clear()
+            started = time.monotonic()
             while not self._stop.is_set():
                 group: list[Pending] = []
                 with contextlib.suppress(queue.Empty):
@@ -186,7 +187,7 @@ class Ledger:
                     self._append(group)
                 if len(group) < GROUP_SIZE:
                     break
-            self._checkpoint_due()
+            self._checkpoint_due(started=started)
         for pending in self._drain():
             pending.resolve(Failed(StoreError("the service is stopping"), unavailable=True))
 
@@ -284,8 +285,12 @@ class Ledger:
                 grown = True
         return grown
 
-    def _checkpoint_due(self, *, force: bool = False) -> None:
-        """Sign a checkpoint of the whole log if it grew and the last one is `checkpoint_every` old."""
+    def _checkpoint_due(self, *, force: bool = False, started: float | None = None) -> None:
+        """Sign a checkpoint of the whole log if it grew and the last one is `checkpoint_every` old.
+
+        The interval counts from the start of the cycle that appended and signed (`started`), so that a
+        busy service signs every `checkpoint_every` seconds, not every interval plus the cycle's own time.
+        """
         now = time.monotonic()
         if not force and now < self._last_signed + self.checkpoint_every:
             return
@@ -301,7 +306,7 @@ class Ledger:
             if size and (self.checkpoint is None or size > self.checkpoint[0]):
                 signed = tree_head.sign_tree_head(self.writer, self.operator, tree=self._tree,
                                                      known=self._signed_so_far)
-                self._last_signed = time.monotonic()
+                self._last_signed = started if started is not None else time.monotonic()
                 grown = self._load_checkpoints(self.writer) or grown
                 if signed.stored:
                     for hook in self.on_checkpoint:
