@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger import driver, fold, limits, merkle, rules, views
-from ledger.aggregates import stored_log_event, stored_unit_link
 from ledger.checkpoint import check_origin
 from ledger.errors import (
     BadInput,
@@ -46,6 +45,7 @@ from ledger.statement import (
     wire_size,
 )
 from ledger.store import Store
+from ledger.store.codec import stored_log_event, stored_unit_link
 
 MAX_ATTEMPTS = 25  # tries of `record` when other writers keep winning the race
 RETRY_BUDGET_S = 60.0  # and the time it may spend on them

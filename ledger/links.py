@@ -20,12 +20,12 @@ from typing import Any
 
 import msgspec
 
-from ledger.aggregates import decode_state, unit_id
 from ledger.errors import IntegrityError, UnitLinksInvalid
 from ledger.parallel import stored_wire
 from ledger.state import UnitState
 from ledger.statement import Statement, decode
 from ledger.store import Store
+from ledger.store.codec import decode_state, unit_id
 
 RANGE_ROWS = 25_000  # row ids per read of stored links: bounded memory, few queries
 UNIT_IDS = 1 << 18  # unit ids kept for units met lately (about 40 MB at most)

@@ -43,7 +43,6 @@ from ledger import bundle as bundle_format
 from ledger import checkpoint as notes
 from ledger import driver, epcis, files, merkle, views
 from ledger import verify as verification
-from ledger.aggregates import LOG_TOPICS, stored_checkpoint
 from ledger.append import Batch, now_us
 from ledger.errors import (
     BadInput,
@@ -57,7 +56,8 @@ from ledger.errors import (
     StoreError,
 )
 from ledger.statement import Statement
-from ledger.store import Store, redact
+from ledger.store import Store, is_postgres, redact
+from ledger.store.codec import LOG_TOPICS, stored_checkpoint
 
 Progress = Callable[[int], None]
 _T = TypeVar("_T")
@@ -214,12 +214,8 @@ class Imported:
     created: bool
 
 
-def _is_postgres(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
 def _is_new_sqlite(url: str) -> bool:
-    return not _is_postgres(url) and not Path(url).exists()
+    return not is_postgres(url) and not Path(url).exists()
 
 
 def _open_target(url: str) -> Store | None:
@@ -230,7 +226,7 @@ def _open_target(url: str) -> Store | None:
     try:
         return Store(url)
     except NotALedger:
-        if _is_postgres(url):
+        if is_postgres(url):
             return None  # no tables in this schema yet: an empty store
         raise
 
@@ -359,7 +355,7 @@ def run_import(plan: ImportPlan, *, clock: Callable[[], int] = now_us,
     """
     created = plan.create and _is_new_sqlite(plan.url)
     # a new SQLite file only now that the bundle verified; on PostgreSQL, the tables if the schema lacks them
-    store = Store(plan.url, create=created or _is_postgres(plan.url))
+    store = Store(plan.url, create=created or is_postgres(plan.url))
     try:
         result = _append(store, plan, created, clock, progress)
     except BaseException:

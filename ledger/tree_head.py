@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 from ledger import checkpoint as notes
 from ledger import merkle
-from ledger.aggregates import stored_checkpoint
 from ledger.checkpoint import Checkpoint, ParsedNote
 from ledger.errors import (
     BadInput,
@@ -35,6 +34,7 @@ from ledger.errors import (
 from ledger.keys import PrivateKey
 from ledger.statement import Statement, decode, key_id
 from ledger.store import Store
+from ledger.store.codec import stored_checkpoint
 
 SIGN_ATTEMPTS = 5  # `sign_tree_head` retries when another signer stored a checkpoint first
 

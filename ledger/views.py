@@ -52,7 +52,7 @@ def load_partial(store: Store, statements: Sequence[Statement]) -> State:
         if statement.kind == "key_revoked":
             kid = key_id(statement.data["key"])
             signed = [(i, at, tuple(unblob(s))) for i, at, s in store.query(
-                "SELECT idx, at, serials FROM custody_signed WHERE key_id = ? ORDER BY idx", [kid])]
+                f"SELECT idx, at, serials FROM custody_signed WHERE key_id = {store.param} ORDER BY idx", [kid])]
             state.signed[kid] = signed
             for _, _, more in signed:
                 serials.update(more)
@@ -75,11 +75,11 @@ def save(store: Store, state: State, statements: Sequence[tuple[int, Statement]]
         if not found:
             if start != 0:
                 raise Conflict("views have no position row")
-            cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [state.size])
+            cursor.execute(f"INSERT INTO custody_position (id, position) VALUES (1, {store.param})", [state.size])
         elif found[0][0] != start:
             raise Conflict("views moved on")
         else:
-            cursor.execute("UPDATE custody_position SET position = ? WHERE id = 1", [state.size])
+            cursor.execute(f"UPDATE custody_position SET position = {store.param} WHERE id = 1", [state.size])
         _write_rows(cursor, state, statements)
 
 
@@ -88,7 +88,7 @@ _SIGNED_COLUMNS = ("key_id", "idx", "at", "serials")
 
 def _write_rows(cursor: Any, state: State, statements: Sequence[tuple[int, Statement]], *,
                 fresh: bool = False) -> None:
-    """The rows `state` holds, each table in one bulk write (see `store._Cursor.upsert` and `insert`);
+    """The rows `state` holds, each table in one bulk write (see the backends' `upsert` and `insert`);
     `fresh`: into emptied tables, so plain inserts."""
     write = (lambda table, key, rows: cursor.insert(table, (key, "row"), rows)) if fresh else cursor.upsert
     write("custody_authority", "id", [(1, blob(state.authority_row()))])
@@ -166,7 +166,7 @@ def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = 
         log.close()  # stop the workers now, not whenever the generator is collected
     with store.transaction() as cursor:
         store.clear_views(cursor)
-        cursor.execute("INSERT INTO custody_position (id, position) VALUES (1, ?)", [state.size])
+        cursor.execute(f"INSERT INTO custody_position (id, position) VALUES (1, {store.param})", [state.size])
         _write_rows(cursor, state, [], fresh=True)
         # what each key signed, from the fold (the same rows the statements would give, none kept)
         cursor.insert("custody_signed", _SIGNED_COLUMNS, [(kid, i, at, blob(list(serials)))

@@ -31,7 +31,6 @@ import httpx
 
 from ledger import checkpoint as notes
 from ledger import keys, merkle
-from ledger.aggregates import stored_checkpoint
 from ledger.checkpoint import Checkpoint, NoteSignature, ParsedNote
 from ledger.cosign import check_witness_name
 from ledger.errors import (
@@ -43,6 +42,7 @@ from ledger.errors import (
     WitnessRefused,
 )
 from ledger.store import Store
+from ledger.store.codec import stored_checkpoint
 from ledger.tree_head import SIGN_ATTEMPTS, ledger_identity, read_leaves
 from ledger.witness import ADD_CHECKPOINT_PATH, TLOG_SIZE_MEDIA_TYPE, format_request
 

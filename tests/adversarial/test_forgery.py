@@ -22,11 +22,11 @@ import pytest
 from nacl.signing import VerifyKey
 
 from ledger import append, errors, statement
-from ledger.aggregates import stored_log_event, stored_unit_link
 from ledger.errors import IntegrityError
 from ledger.keys import PrivateKey
 from ledger.statement import signed_message
 from ledger.store import Store
+from ledger.store.codec import stored_log_event, stored_unit_link
 from tests.adversarial.test_tamper import (
     MEDIUM,
     ORIGIN,

@@ -39,13 +39,12 @@ from typer.testing import CliRunner
 
 from commands.main import app
 from ledger import append, bundle, checkpoint, keys, merkle, verify
-from ledger.aggregates import LOG_TOPICS, UNIT_TOPICS, stored_checkpoint
 from ledger.errors import NotALedger
 from ledger.keys import PrivateKey
 from ledger.policy import DEFAULT_POLICY_TEXT
 from ledger.statement import decode, key_id
 from ledger.store import Store
-from ledger.transcoder import MsgpackTranscoder
+from ledger.store.codec import LOG_TOPICS, UNIT_TOPICS, MsgpackTranscoder, stored_checkpoint
 from tests.conftest import PG_ENV, new_postgres_schema
 
 ORIGIN = "custody.test/tamper"

@@ -20,7 +20,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import Transcoder
 
-from ledger.transcoder import MsgpackTranscoder
+from ledger.store.codec import MsgpackTranscoder
 
 
 def _signatures(seed: int, count: int, size: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:

@@ -24,10 +24,10 @@ from commands.main import app
 from ledger import bundle as bundle_format
 from ledger import checkpoint, keys, merkle, transfer, views
 from ledger import verify as verification
-from ledger.aggregates import LOG_TOPICS, stored_checkpoint, stored_log_event, stored_unit_link
 from ledger.append import now_us
 from ledger.errors import LedgerError, NotALedger, StoreError
 from ledger.store import Store
+from ledger.store.codec import LOG_TOPICS, stored_checkpoint, stored_log_event, stored_unit_link
 from tests.conftest import ORIGIN, Ledger, new_postgres_schema
 
 AS_OF = "2030-01-01"  # a fixed report time, so two verifies compare equal

@@ -16,12 +16,11 @@ from hypothesis import strategies as st
 
 from ledger import append, keys, parallel, views
 from ledger import replay as replaying
-from ledger.aggregates import LOG_TOPICS
 from ledger.errors import BadInput, EncodingInvalid, LedgerError, SignatureInvalid
 from ledger.policy import DEFAULT_POLICY_TEXT, parse_policy
 from ledger.state import State
 from ledger.store import Store
-from ledger.transcoder import MsgpackTranscoder
+from ledger.store.codec import LOG_TOPICS, MsgpackTranscoder
 from tests.cli.test_compliance import (
     build_ledger,
 )

@@ -27,11 +27,11 @@ from commands.main import app
 from ledger import checkpoint as notes
 from ledger import files, keys, tree_head
 from ledger import proof as proofs
-from ledger.aggregates import stored_checkpoint
 from ledger.append import Batch, sign_statement
 from ledger.errors import BadInput, IntegrityError, LedgerError, NotALedger
 from ledger.statement import decode, key_id
 from ledger.store import Store
+from ledger.store.codec import stored_checkpoint
 from tests.conftest import PG_ENV, ROOT, Ledger, new_postgres_schema
 
 MODEL = ("--model", "H200-SXM5-141GB", "--site", "Fab 18", "--lot", "L1")

@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 from commands.main import app
 from ledger.errors import StoreError
-from ledger.store import PostgresTarget, Store, _advisory_key, parse_postgres_url, redact
+from ledger.store import PostgresTarget, Store, parse_postgres_url, redact
+from ledger.store.postgres import advisory_key
 from tests.conftest import PG_ENV, Ledger, make_keys
 from tests.stores.test_concurrency import CUSTODY, check_ledger
 
@@ -267,7 +268,7 @@ def test_a_writer_waits_for_the_append_lock_then_fails_clearly(ledger: Ledger) -
     ledger.record("fabricated", "tsmc", ["LOCK-1"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L",
                   ok=True)
     before = check_ledger(ledger.db)
-    key = _advisory_key(parse_postgres_url(ledger.db).schema, "stored_events")
+    key = advisory_key(parse_postgres_url(ledger.db).schema, "stored_events")
     args = [CUSTODY, "--db", ledger.db, "record", "shipped-to-us", "--key", ledger.key("kerry"), "--serial",
             "LOCK-1", "--port-of-entry", "DFW", "--waybill", "W"]
     with _admin() as holder:

@@ -24,12 +24,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import append, bundle, keys, links, parallel, rules, verify
-from ledger.aggregates import LOG_TOPICS, UNIT_TOPICS, unit_id
 from ledger.errors import WorkerLost
 from ledger.keys import PrivateKey
 from ledger.policy import DEFAULT_POLICY_TEXT
 from ledger.store import Store
-from ledger.transcoder import MsgpackTranscoder
+from ledger.store.codec import LOG_TOPICS, UNIT_TOPICS, MsgpackTranscoder, unit_id
 from tests.conftest import ROOT, Ledger
 
 ORIGIN = "custody.test/parallel"
