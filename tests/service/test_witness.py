@@ -419,7 +419,12 @@ def test_http_slow_body_is_cut_off(tmp_path: Path, wkey: keys.PrivateKey, log: S
                  "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": ""}
         await asyncio.wait_for(app(scope, receive, send), 5)
 
-    asyncio.run(run())
+    # In a thread of its own: a session's browser tests (Playwright's sync API) keep an event loop running
+    # in the main thread, where asyncio.run refuses to start another.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
     assert sent[0]["status"] == 408
 
 
