@@ -16,9 +16,11 @@ than to decode: workers get (body, signature, key) and answer one byte each.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from multiprocessing.connection import Connection
@@ -215,6 +217,9 @@ def _serve(jobs: Connection, answers: Connection, inherited: Sequence[Connection
     """A worker process: verify each chunk of jobs it receives and answer, in order, until None or the
     end of its input. It first closes the pipe ends it inherited from this process, so that if this
     process dies without a word, the worker's input ends and it stops too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent around the fork
     for connection in inherited:
         connection.close()
     while True:
@@ -225,6 +230,20 @@ def _serve(jobs: Connection, answers: Connection, inherited: Sequence[Connection
         if chunk is None:
             return
         answers.send_bytes(_verify_task(chunk))
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT back while a worker is started: a Ctrl-C then reaches this process once the worker
+    ignores it (`_serve`), never a worker still running this process's handler."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class _Worker:
@@ -238,7 +257,8 @@ class _Worker:
         _widen(self._jobs)
         inherited = [self._jobs, self._answers] + [c for w in others for c in (w._jobs, w._answers)]
         self.process = context.Process(target=_serve, args=(jobs_in, answers_out, inherited), daemon=True)
-        self.process.start()
+        with _interrupts_held():
+            self.process.start()
         jobs_in.close()
         answers_out.close()
         self.backlog = 0  # chunks sent and not yet answered: the work it has ahead of it
