@@ -32,6 +32,7 @@ from ledger.errors import (
     IntegrityError,
     LedgerError,
     LogIndexInvalid,
+    NotALedger,
     RootMismatch,
 )
 from ledger.state import Finding, State
@@ -301,7 +302,7 @@ def _checks(options: Options, database: bool, notes_seen: bool) -> list[str]:
 
 def _trust_warning(verifier: Verifier, options: Options) -> None:
     if options.trusted is None:
-        authorities = [k.public.hex()[:16] for k in verifier.state.keys.values() if k.authority]
+        authorities = [kid for kid, k in verifier.state.keys.items() if k.authority]  # key ids, as keys show
         verifier.warnings.append("no --trust given: trusting the genesis authorities on first use ("
                                  + ", ".join(authorities) + ")")
 
@@ -312,8 +313,21 @@ def _uncovered_warning(verifier: Verifier, sizes: Sequence[int]) -> None:
         verifier.warnings.append(f"no checkpoint covers statements {newest}…{verifier.size - 1}")
 
 
+def _given_notes_parse(options: Options) -> None:
+    """A `--checkpoint` file that is no signed note at all is a usage error (`NotALedger`, exit 2, as for
+    `cosign`), found before any work; a note that does not verify is a `checkpoint_consistency` failure."""
+    for name, text in options.checkpoints:
+        try:
+            notes.parse_note(text)
+        except NotALedger as e:
+            raise NotALedger(f"{name}: {e.detail}") from None
+        except LedgerError:
+            pass
+
+
 def verify_store(store: Store, options: Options) -> Report:
     """Verify a ledger database: statements, log indices, unit links, stored checkpoints."""
+    _given_notes_parse(options)
     verifier = Verifier(store.origin, options)
     if store.origin is not None:
         verifier.links = links.StoredLinks(store, store.origin)
@@ -361,6 +375,7 @@ def _check_tree_head(store: Store, verifier: Verifier) -> None:
 
 def verify_bundle(path: Path, options: Options, stream: BinaryIO | None = None) -> Report:
     """Verify a bundle offline: every check a database gets, but log indices and unit links."""
+    _given_notes_parse(options)
     with (stream or path.open("rb")) as handle:
         try:
             reader = bundle_format.open_bundle(handle)
