@@ -43,10 +43,6 @@ def _ways_on(error: ViolationsFound) -> list[str]:
     return ways
 
 
-def _say(text: str) -> None:
-    typer.echo(f"custody: {' '.join(text.split())}", err=True)
-
-
 class OneLineGroup(TyperGroup):
     """DESIGN.md: errors are one line on stderr, with the status of their family; no panel, no traceback."""
 
@@ -54,16 +50,16 @@ class OneLineGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except LedgerError as e:
-            _say(message(e))
+            render.say(message(e))
             raise typer.Exit(exit_status(e)) from None
         except KeyboardInterrupt:
-            _say("interrupted; nothing half-written")
+            render.say("interrupted; nothing half-written")
             raise typer.Exit(EXIT_USAGE) from None
         except BrokenPipeError:  # writes to stdout go through `render.out`, which never raises this
             render.silence_stdout()
             raise typer.Exit(EXIT_OK) from None
         except OSError as e:
-            _say(f"{e.filename or ''}: {e.strerror or e}")
+            render.say(f"{e.filename or ''}: {e.strerror or e}")
             raise typer.Exit(EXIT_USAGE) from None
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
@@ -74,10 +70,10 @@ class OneLineGroup(TyperGroup):
         except typer.TyperException as e:  # Click's usage errors and other exceptions of its own
             ctx = getattr(e, "ctx", None)  # a usage error knows its command
             command = ctx.command_path if ctx is not None else "custody"
-            typer.echo(f"{command}: {' '.join(e.format_message().split())}", err=True)
+            typer.echo(f"{command}: {render.clean(' '.join(e.format_message().split()))}", err=True)
             sys.exit(EXIT_USAGE)
         except typer.Abort:
-            _say("aborted")
+            render.say("aborted")
             sys.exit(EXIT_USAGE)
         code = rv if isinstance(rv, int) else 0
         if standalone_mode:

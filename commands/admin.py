@@ -18,7 +18,7 @@ from commands._common import (
     load_key,
     open_store,
 )
-from ledger import append, directory, keys, limits, policy, values
+from ledger import append, approvals, directory, keys, limits, policy, values
 from ledger.errors import BadInput
 from ledger.statement import ROLES
 
@@ -134,11 +134,19 @@ def customer_approve(
     ledger: LedgerOption = None,
 ) -> None:
     """Approve a customer with a cap (a new approval replaces the cap, not the count)."""
-    data: dict[str, object] = {"id": values.parse_id(customer_id, "customer id"), "cap": cap,
-                               "license": license_}
-    if until:
-        data["valid_until"] = values.next_midnight(values.parse_time(until))
-    _append(db, key, passphrase_file, "customer_approved", data, f"approval of {customer_id}", ledger=ledger)
+    cid = values.parse_id(customer_id, "customer id")
+    valid_until = values.next_midnight(values.parse_time(until)) if until else None
+    now = append.now_us()
+    warnings = approvals.check_approval(cid, license_, valid_until, now)
+    if ledger_url(db, ledger) is None:  # a service is not asked: its registrations are its own
+        with open_store(db, readonly=True) as store:
+            warnings += approvals.registration_warnings(store, cid, now)
+    data: dict[str, object] = {"id": cid, "cap": cap, "license": license_}
+    if valid_until is not None:
+        data["valid_until"] = valid_until
+    _append(db, key, passphrase_file, "customer_approved", data, f"approval of {cid}", ledger=ledger)
+    for warning in warnings:  # once recorded: a refusal stays one line
+        render.warn(warning)
 
 
 @customer_app.command("suspend")

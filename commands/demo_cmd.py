@@ -31,8 +31,9 @@ def demo_command(
     with progress("recording", plan.total) as advance:
         result = demo.run(directory, plan, now_us=now, progress=advance)
     db = str(result.db)
-    render.out(f"custody demo: {result.units} units through all six steps in {result.shipments} "
-               f"shipment(s): {result.statements} signed statements")
+    render.out(f"custody demo: {render.count(result.units, 'unit')} through all six steps in "
+               f"{render.count(result.shipments, 'shipment')}: "
+               f"{render.count(result.statements, 'signed statement')}")
     render.out(f"  ledger:     {db} (origin {result.origin})")
     render.out(f"  keys:       {result.keys}/ ({', '.join(demo.KEY_NAMES)}; unencrypted, for the demo only)")
     render.out(f"  checkpoint: {result.checkpoint} (signed by the operator)")
@@ -41,7 +42,7 @@ def demo_command(
         render.out("injected violations:")
         for v in result.injected:
             shown = ", ".join(v.serials[:3]) + (", …" if len(v.serials) > 3 else "")
-            render.out(f"  {v.code:20} {len(v.serials):>3} unit(s)  {v.what} ({shown})")
+            render.out(f"  {v.code:20} {render.count(len(v.serials), 'unit'):>9}  {v.what} ({shown})")
     missing = [c for c in demo.INJECTED if c not in {v.code for v in result.injected}]
     if missing:
         render.out(f"  (too few units for {', '.join(missing)}: give --units 40 or more to see every one)")

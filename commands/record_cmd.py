@@ -76,7 +76,7 @@ def record(
     ledger: LedgerOption = None,
 ) -> None:
     """Sign and append one custody step for one or more units."""
-    kind = STEPS.get(step)
+    kind = STEPS.get(step.replace("_", "-"))  # `shipped-to-us`, or `shipped_to_us` as history shows it
     if kind is None:
         raise typer.BadParameter(f"unknown step {step!r}: use {', '.join(STEPS)}", param_hint="STEP")
     if allow_violation and skip_violating:
@@ -106,14 +106,15 @@ def record(
             done = append.record(store, signer, kind, data, serials, at=when, mode=mode)
     units = sum(len(s.units) for s in done.statements)
     if len(done.statements) == 1:
-        render.out(f"recorded {step} for {units} unit{'s' if units != 1 else ''} at index {done.index} "
+        render.out(f"recorded {step} for {render.count(units, 'unit')} at index {done.index} "
                    f"({done.statement.hash.hex()})")
     else:
         render.out(f"recorded {step} for {units} units as {len(done.statements)} statements, at indexes "
                    f"{done.index}…{done.index + len(done.statements) - 1}, in one transaction (a statement "
                    f"holds at most {MAX_WIRE_BYTES:,} bytes):")
         for offset, statement in enumerate(done.statements):
-            render.out(f"  index {done.index + offset}: {len(statement.units)} units ({statement.hash.hex()})")
+            render.out(f"  index {done.index + offset}: {render.count(len(statement.units), 'unit')} "
+                       f"({statement.hash.hex()})")
     if done.skipped:
         render.out(f"skipped {len(done.skipped)} violating unit(s): {', '.join(done.skipped)}")
     if done.findings:

@@ -1,8 +1,16 @@
 """Everything `custody` prints: stdout written once, JSON, statement steps, findings, report tables and CSV.
 
-Data goes to stdout through `out`, diagnostics to stderr through `say` and `warn`. A reader that closes
-the pipe early (`custody verify | head`) silences stdout for the rest of the command, which goes on to
-its own exit status (DESIGN.md: the status is the command's, not the pipe's).
+Data goes to stdout through `out` (text, a line at a time) or `out_raw` (JSON, CSV, a signed note),
+diagnostics to stderr through `say` and `warn`. A reader that closes the pipe early (`custody verify |
+head`) silences stdout for the rest of the command, which goes on to its own exit status (DESIGN.md: the
+status is the command's, not the pipe's).
+
+Signed statements carry free text from every participant, so text output never passes a control
+character through: C0 and C1 controls, DEL, the line and paragraph separators and the bidirectional
+overrides are shown escaped (`\\x1b`, `\\n`, `\\u202e`), so no value can forge a line, move the cursor or
+colour a terminal. CSV cells are escaped the same way and, per OWASP's CSV-injection guidance, a text cell
+that a spreadsheet would read as a formula (`=`, `+`, `-`, `@`) gets a leading `'`. JSON is exact: its
+own escaping already keeps a document one value.
 """
 
 from __future__ import annotations
@@ -27,6 +35,25 @@ FINDINGS_SHOWN = 50  # findings `verify` lists in text; the compliance report li
 
 # --- the two streams ---------------------------------------------------------------------------------
 
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_ESCAPES: dict[int, str] = {c: _NAMED.get(chr(c), f"\\x{c:02x}") for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES |= {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F),
+                                         *range(0x2066, 0x206A))}
+FORMULA_PREFIXES = ("=", "+", "-", "@")  # OWASP CSV injection: a cell a spreadsheet would evaluate
+
+
+def clean(value: object) -> str:
+    """`value` as text with every control character escaped: one line that only shows what it holds."""
+    return str(value).translate(_ESCAPES)
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell: numbers as they are; text escaped, and a leading `'` where it would start a formula."""
+    if not isinstance(value, str):
+        return value
+    text = clean(value)
+    return f"'{text}" if text.startswith(FORMULA_PREFIXES) else text
+
 
 def silence_stdout() -> None:
     """After a closed pipe: send the rest of stdout (and what is still buffered) to /dev/null."""
@@ -39,12 +66,18 @@ def silence_stdout() -> None:
         os.close(devnull)
 
 
-def out(text: str = "", *, nl: bool = True) -> None:
-    """One piece of data on stdout; a closed pipe makes this and every later write a quiet no-op."""
+def out_raw(text: str, *, nl: bool = True) -> None:
+    """Data on stdout as it is (JSON, CSV, a signed note); a closed pipe makes this and every later write
+    a quiet no-op."""
     try:
         typer.echo(text, nl=nl)
     except BrokenPipeError:
         silence_stdout()
+
+
+def out(line: str = "") -> None:
+    """One line of text on stdout, control characters escaped."""
+    out_raw(clean(line))
 
 
 def out_lines(lines: Iterable[str]) -> None:
@@ -54,7 +87,7 @@ def out_lines(lines: Iterable[str]) -> None:
 
 def say(text: str) -> None:
     """One diagnostic line on stderr, `custody: …`, whitespace folded so that it stays one line."""
-    typer.echo(f"custody: {' '.join(text.split())}", err=True)
+    typer.echo(f"custody: {clean(' '.join(text.split()))}", err=True)
 
 
 def warn(text: str) -> None:
@@ -75,7 +108,7 @@ def json_text(document: Any) -> str:
 
 
 def print_json(document: Any) -> None:
-    out(json_text(document))
+    out_raw(json_text(document))
 
 
 def hexify(value: Any) -> Any:
@@ -101,18 +134,17 @@ def step_json(step: Step) -> dict[str, Any]:
 
 
 def step_lines(steps: Sequence[Step]) -> list[str]:
-    """One line per step: index, time, kind, signer, then the data as key=value."""
+    """One line per step: index, time, kind, signer, then the data as key=value; columns aligned."""
     return step_json_lines([step_json(step) for step in steps])
 
 
 def step_json_lines(docs: Sequence[dict[str, Any]]) -> list[str]:
     """`step_lines` of steps as `history --json` gives them (read from the service, say)."""
-    lines = []
-    for doc in docs:
-        details = ", ".join(f"{k}={v}" for k, v in doc["data"].items())
-        lines.append(f"  #{doc['index']:<6} {doc['at']:24} {doc['kind']:14} by {doc['participant'] or '?':12} "
-                     f"{details}")
-    return lines
+    rows = [(f"#{doc['index']}", clean(doc["at"]), clean(doc["kind"]), clean(doc["participant"] or "?"),
+             clean(", ".join(f"{k}={v}" for k, v in doc["data"].items()))) for doc in docs]
+    widths = [max([minimum, *(len(r[i]) for r in rows)]) for i, minimum in enumerate((7, 24, 14, 12))]
+    return [f"  {r[0]:<{widths[0]}} {r[1]:<{widths[1]}} {r[2]:<{widths[2]}} by {r[3]:<{widths[3]}} {r[4]}"
+            for r in rows]
 
 
 def unit_finding_lines(findings: Iterable[Finding]) -> list[str]:
@@ -130,6 +162,11 @@ def finding_lines(findings: Sequence[Finding], total: int) -> list[str]:
 # --- reports ------------------------------------------------------------------------------------------
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 unit`, `2 units`, `1 entry`, `3 entries`."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def dollars(cents: int) -> str:
     whole, rest = divmod(abs(cents), 100)
     return f"{'-' if cents < 0 else ''}${whole:,}.{rest:02d}"
@@ -137,7 +174,7 @@ def dollars(cents: int) -> str:
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> list[str]:
     """Columns padded to their widest cell; text left-aligned, numbers right-aligned."""
-    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    cells = [tuple(clean(c) for c in header)] + [tuple(clean(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     numeric = [all(r[i].lstrip("-$").replace(",", "").replace(".", "").isdigit() for r in cells[1:] if r[i])
                and len(cells) > 1 for i in range(len(header))]
@@ -162,8 +199,8 @@ def report_lines(report: reports.Report) -> list[str]:
         if not found:
             return [head, "no findings: compliant"]
         lines = [head, f"{len(found)} finding(s):"]
-        for code, count in doc["counts"].items():
-            lines.append(f"{code} ({count})")
+        for code, n in doc["counts"].items():
+            lines.append(f"{code} ({n})")
             lines += [f"  {f['serial'] or '-':24} index {f['index']:<7} {f['detail']}"
                       for f in found if f["code"] == code]
         return lines
@@ -172,14 +209,15 @@ def report_lines(report: reports.Report) -> list[str]:
             (e["entry"], e["units"], dollars(e["entered_value_cents"]), dollars(e["duty_due_cents"]),
              dollars(e["paid_cents"]), dollars(e["shortfall_cents"])) for e in doc["entries"]]
         t = doc["total"]
-        rows.append((f"total ({t['entries']} entries)", t["units"], dollars(t["entered_value_cents"]),
-                     dollars(t["duty_due_cents"]), dollars(t["paid_cents"]), dollars(t["shortfall_cents"])))
+        rows.append((f"total ({count(t['entries'], 'entry', 'entries')})", t["units"],
+                     dollars(t["entered_value_cents"]), dollars(t["duty_due_cents"]), dollars(t["paid_cents"]),
+                     dollars(t["shortfall_cents"])))
         return [head, *table(("entry", "units", "entered value", "duty due", "paid", "shortfall"), rows)]
     if report.name == "customers":
         if not doc["customers"]:
             return [head, "no customers"]
         return [head, *table(_CUSTOMER_COLUMNS, _customer_rows(doc["customers"]))]
-    lines = [head, f"{doc['total']} unit(s) by current step:"]
+    lines = [head, f"{count(doc['total'], 'unit')} by current step:"]
     lines += table(("step", "units"), list(doc["steps"].items()))
     if doc["overdue"]:
         lines.append(f"{len(doc['overdue'])} overdue (oldest first):")
@@ -194,8 +232,8 @@ def report_lines(report: reports.Report) -> list[str]:
 def csv_text(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(rows)
+    writer.writerow([csv_cell(c) for c in columns])
+    writer.writerows([csv_cell(c) for c in row] for row in rows)
     return buffer.getvalue()
 
 
@@ -204,7 +242,7 @@ def emit(report: reports.Report, *, json_out: bool = False, csv_out: bool = Fals
     if json_out:
         print_json(report.document)
     elif csv_out:
-        out(csv_text(report.columns, report.rows), nl=False)
+        out_raw(csv_text(report.columns, report.rows), nl=False)
     else:
         out_lines(report_lines(report))
 
@@ -225,7 +263,7 @@ def summary_lines(summary: dict[str, Any], *, rebuilt: bool) -> list[str]:
     codes = ", ".join(f"{code} {n}" for code, n in found["counts"].items())
     lines.append(f"findings: {found['total']}" + (f" ({codes})" if codes else ""))
     d = summary["duty"]
-    lines.append(f"duty: {d['entries']} entries, {d['units']} units, "
+    lines.append(f"duty: {count(d['entries'], 'entry', 'entries')}, {count(d['units'], 'unit')}, "
                  f"entered {dollars(d['entered_value_cents'])}, due {dollars(d['duty_due_cents'])}, "
                  f"paid {dollars(d['paid_cents'])}, "
                  f"shortfall {dollars(d['shortfall_cents'])}")

@@ -54,7 +54,7 @@ def checkpoint(
         if served is None:
             raise NotFound(f"the ledger service at {url} holds no ledger yet: no checkpoint")
         if out is None:
-            render.out(served, nl=False)
+            render.out_lines(served.splitlines())  # the service's text, shown as text: escaped
         else:
             files.write_atomic(out, served.encode())
             render.out(f"checkpoint served by {url} written to {out}")
@@ -67,7 +67,7 @@ def checkpoint(
     cp = signed.checkpoint
     status = "stored in the ledger" if signed.stored else "already stored in the ledger"
     if out is None:
-        render.out(signed.note, nl=False)
+        render.out_raw(signed.note, nl=False)
         render.say(f"checkpoint of size {cp.size} {status}")
         return
     files.write_atomic(out, signed.note.encode())
@@ -125,7 +125,7 @@ def _cosign_remote(url: str, name: str, key: Path, state: Path | None, passphras
     state_path = state or cosigning.default_state_path(Path("checkpoint"), name)
     result = witness_remote.cosign_ledger(url, name=name, key=witness, state_path=state_path,
                                           timestamp=int(time.time()))
-    render.out(result.note, nl=False)
+    render.out_lines(result.note.splitlines())  # text from a service, shown escaped
     since = f" (extends size {result.previous.size})" if result.previous else " (first for this witness)"
     render.say(f"cosigned checkpoint of size {result.checkpoint.size} of {url} as {name}{since}; "
                f"wrote {state_path}; the service stored {result.stored} cosignature(s)")

