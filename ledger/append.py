@@ -74,9 +74,11 @@ class Batch:
     def __init__(self, store: Store, clock: Callable[[], int] = now_us) -> None:
         self.store = store
         self.clock = clock
-        views.catch_up(store, clock())
+        checked, reached = views.catch_up(store, clock())
         self.start = views.position(store)
-        self.state = views.load_partial(store, [])
+        if self.start != reached:
+            raise Conflict("the views moved while this writer caught them up")
+        self.state = views.load_partial(store, [], checked)  # the authority checked from the log
         head = store.head()
         self.size = head.index + 1 if head else 0
         if self.size != self.start:
@@ -110,7 +112,7 @@ class Batch:
                     self._absent_entries.add(entry)
 
     def _ensure_revocation(self, statement: Statement) -> None:
-        fresh = views.load_partial(self.store, [statement])
+        fresh = views.load_partial(self.store, [statement], self.state)
         for serial, unit in fresh.units.items():
             self.state.units.setdefault(serial, unit)
         for entry, duty in fresh.duty.items():

@@ -11,14 +11,21 @@ none (`reader_clock`): each statement was checked against its appender's clock w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterator
 
-from ledger import fold, rules
-from ledger.errors import IntegrityError
-from ledger.parallel import Item
+from ledger import fold, merkle, rules
+from ledger.errors import EncodingInvalid, IntegrityError
+from ledger.parallel import Item, stored_wire
 from ledger.state import Finding, State
 from ledger.statement import Statement, decode
 from ledger.store import Store
+
+# A statement without units ends its canonical body with `"units": [], "v": 1` (the keys sort last), and
+# its wire form follows the body with the signature's `bin 8` header: these bytes are in every stored log
+# event of an administrative statement or a declaration. A step's event may hold them too (in a text
+# field, say): candidates are decoded and told apart, never trusted for what they are.
+_WITHOUT_UNITS = b"\xa5units\x90\xa1v\x01\xc4\x40"
 
 # Readers check `at` against no clock: the limit is this far beyond theirs (about eleven and a half days),
 # far enough that no honest appender's clock differs by as much, near enough to stay an integer of the log.
@@ -69,3 +76,70 @@ def admit_log(store: Store, state: State, now_us: int) -> Iterator[tuple[int, St
         statement = decode_at(event.wire, event.index)
         admit(state, event.index, statement, now_us)
         yield event.index, statement
+
+
+def checked_authority(store: Store, stop: int, now_us: int) -> State:
+    """The authority part of the state (origin, keys, participants, revocations, policies) as of log
+    index `stop`, folded from the log's statements without units, each checked against the hard rules
+    (its signature too): what a writer relies on for signer, role and revocation, where a view row that
+    a participant may edit is not to be trusted.
+
+    Custody steps are not folded (their units are left out of the state): the rules for a statement
+    without units read only the authority part. Raises the `IntegrityError` of the first such statement
+    that breaks a rule, or that does not decode. A process remembers what it checked of a store and reads
+    only the log beyond it the next time (stored log events are never changed, only added), provided the
+    log still holds the very statement it checked last."""
+    start, state = _remembered(store, stop)
+    clock = reader_clock(now_us)
+    for version, stored in store.log_states(start, chunk=SCAN_CHUNK):
+        index = version - 1
+        if index >= stop:
+            break
+        if _WITHOUT_UNITS not in stored:
+            continue
+        wire = stored_wire(stored)
+        if wire is None:
+            raise EncodingInvalid("the stored log event cannot be decoded", index)
+        statement = decode_at(wire, index)
+        if not statement.units:
+            admit(state, index, statement, clock)
+    if stop:
+        last = _leaf_at(store, stop - 1)
+        if last is not None:
+            if len(_CHECKED) >= REMEMBERED_STORES and store.url not in _CHECKED:
+                _CHECKED.clear()
+            _CHECKED[store.url] = (stop, last, _copy(state))
+    state.size = stop
+    return state
+
+
+REMEMBERED_STORES = 16  # stores a process remembers the checked authority of (a service opens one)
+SCAN_CHUNK = 50  # stored log events per read while looking for statements without units: little memory
+# store URL -> (log size checked, the leaf hash of its last statement, the authority state as of that size)
+_CHECKED: dict[str, tuple[int, bytes, State]] = {}
+
+
+def _remembered(store: Store, stop: int) -> tuple[int, State]:
+    """Where to start checking, and the authority checked up to there (a copy, for the caller to change)."""
+    known = _CHECKED.get(store.url)
+    if known is not None:
+        size, leaf, state = known
+        if 0 < size <= stop and _leaf_at(store, size - 1) == leaf:
+            return size, _copy(state)
+    return 0, State(origin=store.origin)
+
+
+def _leaf_at(store: Store, index: int) -> bytes | None:
+    for event in store.log(index, index + 1):
+        return merkle.leaf_hash(event.wire)
+    return None
+
+
+def _copy(state: State) -> State:
+    """A copy of an authority state that folding more into cannot change (the policy is immutable)."""
+    return State(size=state.size, origin=state.origin, operator=state.operator, policy=state.policy,
+                 keys={k: dataclasses.replace(v) for k, v in state.keys.items()},
+                 participants={k: dataclasses.replace(v) for k, v in state.participants.items()},
+                 customers={k: dataclasses.replace(v) for k, v in state.customers.items()},
+                 findings=list(state.findings), signed={k: list(v) for k, v in state.signed.items()},
+                 policies=list(state.policies), what_if=state.what_if, admin=dict(state.admin))

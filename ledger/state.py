@@ -212,6 +212,13 @@ class State:
         self.policies = [(i, s) for i, s in row[6]]
         self.admin = {h: i for h, i in row[7]} if len(row) > 7 else {}
 
+    def adopt_authority(self, other: State) -> None:
+        """Take `other`'s authority part (shared, not copied): origin, operator, policy, keys,
+        participants, recorded policies and the administrative statements' hashes."""
+        self.origin, self.operator, self.policy = other.origin, other.operator, other.policy
+        self.keys, self.participants = other.keys, other.participants
+        self.policies, self.admin = other.policies, other.admin
+
     def participant_of(self, key_id: str) -> str | None:
         info = self.keys.get(key_id)
         return info.participant if info else None

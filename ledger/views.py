@@ -13,8 +13,8 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ledger import driver, fold, parallel
-from ledger.errors import Conflict, StoreError
+from ledger import driver, parallel
+from ledger.errors import Conflict, IntegrityError, StoreError
 from ledger.state import Customer, DutyEntry, Finding, State, UnitState
 from ledger.statement import Statement, key_id
 from ledger.store import Store, blob, unblob
@@ -37,10 +37,15 @@ def load_rows(store: Store, table: str, column: str, keys: Iterable[str]) -> lis
                                                  sorted(set(keys)))]
 
 
-def load_partial(store: Store, statements: Sequence[Statement]) -> State:
-    """The state rows that folding `statements` reads or writes: a writer's partial state."""
+def load_partial(store: Store, statements: Sequence[Statement], authority: State | None = None) -> State:
+    """The state rows that folding `statements` reads or writes: a writer's partial state. Its authority
+    part is `authority`'s (a writer's, checked from the log) where given, else the views' row."""
     state = State(origin=store.origin)
-    _load_authority(store, state)
+    if authority is None:
+        _load_authority(store, state)
+    else:
+        state.adopt_authority(authority)
+        state.size = position(store)
     state.customers = {r[0]: Customer.from_row(r)
                        for r in (unblob(x[0]) for x in store.query("SELECT row FROM custody_customers"))}
     serials: set[str] = set()
@@ -131,17 +136,35 @@ def fold_tail(store: Store, state: State, now_us: int) -> list[tuple[int, Statem
     return list(driver.admit_log(store, state, driver.reader_clock(now_us)))
 
 
-def catch_up(store: Store, now_us: int) -> None:
-    """Bring the views up to the log (a writer's first step); a lost race is left to the winner."""
+def catch_up(store: Store, now_us: int) -> tuple[State, int]:
+    """Bring the views up to the log (a writer's first step); a lost race is left to the winner.
+
+    A writer never builds on what it has not checked: the authority it relies on (keys, roles,
+    revocations) is folded from the log's own statements, each checked (`driver.checked_authority`),
+    never read from view rows that a participant may edit; every statement beyond the views is checked
+    against the hard rules, its signature included, before it is folded. Returns that checked state (its
+    authority part is what the writer may rely on) and the log position it stands for. Raises the
+    `IntegrityError` of the first statement that breaks a rule, and writes nothing then.
+    """
     start = position(store)
-    if start >= store.size():
-        return
-    tail = [(e.index, driver.decode_at(e.wire, e.index)) for e in store.log(start)]
-    state = load_partial(store, [s for _, s in tail])
-    for index, statement in tail:
-        fold.apply(state, index, statement)
+    size = store.size()
+    try:
+        authority = driver.checked_authority(store, min(start, size), now_us)
+        if start >= size:
+            return authority, start
+        tail = [(e.index, driver.decode_at(e.wire, e.index)) for e in store.log(start)]
+        state = load_partial(store, [s for _, s in tail], authority)
+        clock = driver.reader_clock(now_us)
+        for index, statement in tail:
+            driver.admit(state, index, statement, clock)
+    except IntegrityError as e:
+        if position(store) != start:  # another writer saved the views meanwhile: rows newer than `start`
+            raise Conflict("the views moved while this writer caught them up") from e
+        e.detail = f"{e.detail}; the log this writer would extend does not verify (run `custody verify`)"
+        raise
     with contextlib.suppress(Conflict):  # a lost race is left to the winner
         save(store, state, tail, start)
+    return state, state.size
 
 
 def rebuild(store: Store, now_us: int, progress: Callable[[int], None] | None = None,
