@@ -36,6 +36,7 @@ from ledger.errors import (
     RootMismatch,
 )
 from ledger.state import Finding, State
+from ledger.statement import Statement
 from ledger.store import Store
 
 MAX_FAILURES = 100
@@ -85,6 +86,9 @@ class Options:
     now: int = 0
     progress: Progress | None = None
     workers: int | None = None
+    # called with each statement that passed every rule and was folded, in log order (the visual report
+    # reads the log in the same pass)
+    folded: Callable[[int, Statement], None] | None = None
 
 
 class _Leaves(Sequence[bytes]):
@@ -177,6 +181,8 @@ class Verifier:
         if statement.units and self.links is not None:
             self.links.statement(index, statement,
                                  list(map(state.units.__getitem__, map(_SERIAL, statement.units))))
+        if self.options.folded is not None:
+            self.options.folded(index, statement)
 
     def statement(self, index: int, wire: bytes) -> None:
         """Check and fold one wire form at `index` in this process (the work of a one-worker chunk)."""

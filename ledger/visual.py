@@ -12,7 +12,7 @@ and keeps every count), and the verification lists at most `verify.MAX_FAILURES`
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from ledger import checkpoint as notes
 from ledger import reports
 from ledger import verify as verification
 from ledger.errors import LedgerError
-from ledger.statement import Statement, decode
+from ledger.statement import Statement
 from ledger.store import Store
 from ledger.values import MICROS_PER_DAY, format_time
 
@@ -117,19 +117,27 @@ class Page:
 
 
 def build(store: Store, *, until: int | None, now_us: int, workers: int | None = None) -> Page:
-    """The page's data for the ledger in `store`, as of `until` (default: now)."""
-    state, as_of, log_size = reports.state_of_store(store, until=until, now_us=now_us)
+    """The page's data for the ledger in `store`, as of `until` (default: now).
+
+    One `verify` of the whole ledger gives the banner, and in the same pass each statement's time and every
+    unit's chain; as of now and intact, its fold is also the state the reports read (the views hold the
+    same fold), so the log is read once. Otherwise the reports read what `report` reads.
+    """
+    log = _LogReader(until)
+    options = verification.Options(as_of=now_us, now=now_us, workers=workers, folded=log.statement)
+    checked = verification.verify_store(store, options)
+    if until is None and checked.intact:
+        state, as_of, log_size = checked.state, now_us, checked.state.size
+    else:
+        state, as_of, log_size = reports.state_of_store(store, until=until, now_us=now_us)
     documents = {name: reports.build(name, state, as_of, log_size).document for name in reports.REPORTS}
-    checked = verification.verify_store(store, verification.Options(as_of=now_us, now=now_us, workers=workers))
-    failures = tuple(checked.failures)
     verified = Verification(intact=checked.intact, log_size=checked.log_size, checks=checked.checks,
-                            failures=failures, warnings=checked.warnings)
-    times, timelines = _read_log(store, until, state.participant_of, len(state.units))
+                            failures=tuple(checked.failures), warnings=checked.warnings)
     findings = documents["compliance"]["findings"]
     return Page(origin=store.origin, as_of=as_of, until=until, made=now_us, log_size=log_size,
                 ledger_size=store.size(), policy=state.policy.name, reports=documents, verification=verified,
-                checkpoint=_latest_checkpoint(store, log_size, state.operator), weeks=_weeks(findings, times),
-                timelines=timelines)
+                checkpoint=_latest_checkpoint(store, log_size, state.operator), weeks=_weeks(findings, log.times),
+                timelines=log.timelines(state.participant_of, len(state.units)))
 
 
 def week_of(at: int) -> str:
@@ -138,10 +146,10 @@ def week_of(at: int) -> str:
     return format_time(max(days - (days + _EPOCH_WEEKDAY) % 7, 0) * MICROS_PER_DAY)[:10]
 
 
-def _weeks(findings: Sequence[Mapping[str, Any]], times: Sequence[int]) -> tuple[WeekCount, ...]:
+def _weeks(findings: Sequence[Mapping[str, Any]], times: Mapping[int, int]) -> tuple[WeekCount, ...]:
     """Findings per week of the statement that shows them, then per code in the report's order."""
     order = {code: i for i, code in enumerate(dict.fromkeys(f["code"] for f in findings))}
-    seen = Counter((week_of(times[f["index"]]), f["code"]) for f in findings if 0 <= f["index"] < len(times))
+    seen = Counter((week_of(times[f["index"]]), f["code"]) for f in findings if f["index"] in times)
     return tuple(WeekCount(week, code, n) for (week, code), n in
                  sorted(seen.items(), key=lambda item: (item[0][0], order[item[0][1]])))
 
@@ -181,31 +189,37 @@ def _step(index: int, statement: Statement, participant: str | None) -> Step:
                 participant=participant, hash=statement.hash, place=place, details=details)
 
 
-def _read_log(store: Store, until: int | None, participant_of: Any,
-              units: int) -> tuple[list[int], Timelines]:
-    """Each statement's `at` (findings per week need it) and every unit's chain of steps."""
-    omitted = units > MAX_TIMELINE_UNITS
-    times: list[int] = []
-    steps: dict[int, Step] = {}
-    chain: dict[str, list[int]] = {}
-    for event in store.log():
-        statement = decode(event.wire)
-        times.append(statement.at)
-        if omitted or not statement.units or (until is not None and statement.at > until):
-            continue
-        steps[event.index] = _step(event.index, statement, participant_of(statement.signer))
+class _LogReader:
+    """Collects, statement by statement in log order, each one's time and every unit's chain of steps (those
+    with `at` ≤ `until`)."""
+
+    def __init__(self, until: int | None) -> None:
+        self.until = until
+        self.times: dict[int, int] = {}
+        self.steps: dict[int, Statement] = {}
+        self.chain: dict[str, list[int]] = {}
+
+    def statement(self, index: int, statement: Statement) -> None:
+        self.times[index] = statement.at
+        if not statement.units or (self.until is not None and statement.at > self.until):
+            return
+        self.steps[index] = statement
+        chain = self.chain
         for serial, _ in statement.units:
             links = chain.get(serial)
             if links is None:
-                chain[serial] = [event.index]
+                chain[serial] = [index]
             else:
-                links.append(event.index)
-    shared: dict[tuple[int, ...], int] = {}
-    chain_of = []
-    for links in chain.values():
-        chain_of.append(shared.setdefault(tuple(links), len(shared)))
-    return times, Timelines(steps=steps, chains=tuple(shared), serials=tuple(chain), chain_of=tuple(chain_of),
-                            units=units, omitted=omitted)
+                links.append(index)
+
+    def timelines(self, participant_of: Callable[[str], str | None], units: int) -> Timelines:
+        if units > MAX_TIMELINE_UNITS:
+            return Timelines(steps={}, chains=(), serials=(), chain_of=(), units=units, omitted=True)
+        shared: dict[tuple[int, ...], int] = {}
+        chain_of = [shared.setdefault(tuple(links), len(shared)) for links in self.chain.values()]
+        steps = {i: _step(i, s, participant_of(s.signer)) for i, s in self.steps.items()}
+        return Timelines(steps=steps, chains=tuple(shared), serials=tuple(self.chain), chain_of=tuple(chain_of),
+                         units=units, omitted=False)
 
 
 def _latest_checkpoint(store: Store, log_size: int, operator: bytes | None) -> CheckpointInfo | None:

@@ -119,3 +119,26 @@ def test_dollars() -> None:
     assert visual.dollars(5_400_000) == "$54,000.00"
     assert visual.dollars(5) == "$0.05" and visual.dollars(0) == "$0.00"
     assert visual.dollars(-123_456) == "-$1,234.56"
+
+
+def test_a_tampered_ledger_is_reported_not_intact_with_the_reports_numbers(tmp_path: Path) -> None:
+    import sqlite3
+
+    book = open_ledger(tmp_path, str(tmp_path / "custody.db"), CliRunner())
+    book.full_flow(["T1", "T2"])
+    db = sqlite3.connect(book.db)
+    rowid, state = db.execute("SELECT rowid, state FROM stored_events WHERE topic LIKE '%Log.Appended' "
+                              "AND instr(state, CAST('H200-SXM5' AS BLOB)) > 0 LIMIT 1").fetchone()
+    i = state.index(b"H200-SXM5")
+    db.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (state[:i] + b"X" + state[i + 1:], rowid))
+    db.commit()
+    db.close()
+    now = append.now_us()
+    with Store(book.db, readonly=True) as store:
+        page = visual.build(store, until=None, now_us=now)
+        units = reports.of_store(store, "units", until=None, now_us=now).document
+    assert not page.verification.intact
+    assert page.verification.failures[0].check == "signature"
+    assert page.reports["units"]["total"] == units["total"] == 2  # what `report units` says, from the views
+    text = visual_html.render(page)
+    assert "Ledger NOT intact" in text and "signature" in text
