@@ -14,11 +14,19 @@ from ledger import append, files, values, visual, visual_html
 from ledger.errors import BadInput
 
 
-def write(file: Path, until: str | None, db: str | None) -> None:
-    """Write the page for the ledger at `db`, as of `until` (default: now), to `file`."""
+def write(file: Path, until: str | None, db: str | None, ledger: str | None = None) -> None:
+    """Write the page for the ledger at `db` (or served at `ledger`), as of `until` (default: now), to `file`."""
     if file.is_dir():
         raise BadInput(f"cannot write {file}: it is a folder")
     when = values.parse_time(until) if until is not None else None
+    if ledger is not None:
+        from ledger.service import client
+
+        with client.connect(ledger) as service:
+            data = service.page(values.format_time(when) if when is not None else None)
+        files.write_atomic(file, data)
+        render.out(f"wrote {file} ({len(data):,} bytes) as the ledger service at {ledger} made it")
+        return
     now = append.now_us()
     with open_store(db, readonly=True) as store:
         page = visual.build(store, until=when, now_us=now)

@@ -70,9 +70,7 @@ def report(
             raise BadInput("report html writes a page: it takes no --json or --csv")
         if file is None:
             raise BadInput("report html needs the FILE to write, e.g. custody report html report.html")
-        if ledger_url(db, ledger) is not None:
-            raise BadInput("report html reads a ledger database (--db); a service shows the same page at GET /")
-        report_html.write(file, until, db)
+        report_html.write(file, until, db, ledger_url(db, ledger))
         return
     reports.check_name(name)
     if file is not None:

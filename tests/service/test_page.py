@@ -48,3 +48,16 @@ def test_the_root_takes_until_and_refuses_anything_else(served: Served, book: Bo
     assert then.status_code == 200 and _data(then.text)["serials"] == ["Q1"]
     assert bad.status_code == 400 and bad.json()["error"] == "usage"
     assert other.status_code == 400 and bad.json()["error"] == "usage"
+
+
+def test_report_html_over_http_writes_the_served_page(served: Served, book: Book) -> None:
+    book.full_flow(["H1"], at="2026-01-10")
+    book.full_flow(["H2"], at="2026-02-10")
+    page = book.dir / "remote.html"
+    result = CliRunner().invoke(app, ["report", "html", str(page), "--until", "2026-01-31", "--ledger", served.url],
+                                env={"CUSTODY_DB": ""})
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {page} (") and served.url in result.stdout
+    assert _data(page.read_text())["serials"] == ["H1"]
+    both = CliRunner().invoke(app, ["report", "html", str(page), "--ledger", served.url, "--db", book.db])
+    assert both.exit_code == 2 and "not both" in both.stderr
