@@ -7,6 +7,7 @@ exits with its family's status; usage errors from parsing print one line too, ne
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +49,9 @@ class OneLineGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # a library's warning (DSA is deprecated…) is not the user's news
+                warnings.simplefilter("ignore")
+                return super().invoke(ctx)
         except LedgerError as e:
             render.say(message(e))
             raise typer.Exit(exit_status(e)) from None

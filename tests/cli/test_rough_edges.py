@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 from commands.main import app
 from tests.conftest import Ledger, make_keys
 
+PROGRAM = [sys.executable, "-c", "from commands.main import run; run()"]
+
 
 def test_keys_show_of_an_rsa_public_key_says_what_is_wrong(tmp_path: Path, runner: CliRunner) -> None:
     public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
@@ -37,9 +39,23 @@ def test_keys_show_of_an_rsa_public_key_says_what_is_wrong(tmp_path: Path, runne
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-# --- a real process: Ctrl-C and closed pipes -----------------------------------------------------------
+def test_keys_show_of_a_dsa_key_is_one_line_in_a_real_process(tmp_path: Path) -> None:
+    """No library deprecation warning reaches the terminal beside the one line (DSA names warn in cryptography)."""
+    import warnings
 
-PROGRAM = [sys.executable, "-c", "from commands.main import run; run()"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from cryptography.hazmat.primitives.asymmetric import dsa
+
+        public = dsa.generate_private_key(key_size=2048).public_key()
+    path = tmp_path / "dsa.pem"
+    path.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    done = subprocess.run([*PROGRAM, "--db", str(tmp_path / "none.db"), "keys", "show", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "DSA" in done.stderr, done.stderr
+
+
+# --- a real process: Ctrl-C and closed pipes -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
