@@ -36,7 +36,19 @@ ADMIN_KINDS = ("ledger_opened", "participant_registered", "key_revoked", "custom
 KINDS = STEPS + ADMIN_KINDS
 ROLES = ("fab", "carrier", "inspector", "customs", "exporter", "customer")
 STEP_ROLE = dict(zip(STEPS, ROLES, strict=True))
-Fields = tuple[str, str, int, str, tuple[tuple[str, bytes], ...], dict[str, Any]]  # what a body holds
+_Raw = tuple[str, str, int, str, tuple[tuple[str, bytes], ...], dict[str, Any]]  # `Fields`, as a plain tuple
+
+
+class Fields(NamedTuple):
+    """What a well-formed body holds (`decode_body`): the fields a `Statement` is built from."""
+
+    origin: str
+    kind: str
+    at: int
+    signer: str
+    units: tuple[tuple[str, bytes], ...]
+    data: dict[str, Any]
+
 
 # Field types: "str", "id", "country", "int", "time", "key", "keys", "roles", "result".
 _REQUIRED: dict[str, dict[str, str]] = {
@@ -180,7 +192,7 @@ def _check_units(kind: str, units: object) -> tuple[tuple[str, bytes], ...]:
     return tuple(pairs)
 
 
-def _fields(body_obj: object) -> Fields:
+def _fields(body_obj: object) -> _Raw:
     if not isinstance(body_obj, dict):
         raise EncodingInvalid("body is not a map")
     if set(body_obj) != BODY_KEYS:
@@ -205,8 +217,13 @@ def _fields(body_obj: object) -> Fields:
 
 
 def decode_body(body: bytes) -> Fields:
-    """Decode and check a canonical body; returns (origin, kind, at, signer, units, data)."""
-    fields = well_formed(body)
+    """Decode and check a canonical body; returns its `Fields`."""
+    return Fields(*_decode_body(body))
+
+
+def _decode_body(body: bytes) -> _Raw:
+    """`decode_body` as a plain tuple: `decode` makes one per statement."""
+    fields = _well_formed(body)
     if fields is not None:
         return fields
     return _fields(canonical.unpack(body))  # the reference path: it names what is wrong
@@ -306,6 +323,12 @@ _id_fullmatch = ID_PATTERN.fullmatch
 def well_formed(body: bytes) -> Fields | None:
     """The fields of `body` if the reference path (`canonical.unpack`, then the field checks) would
     accept it; None if it might not (the caller then asks the reference path, which says why)."""
+    fields = _well_formed(body)
+    return None if fields is None else Fields(*fields)
+
+
+def _well_formed(body: bytes) -> _Raw | None:
+    """`well_formed` as a plain tuple."""
     try:
         obj = _BODY.decode(body)
         signer = obj.signer
@@ -372,7 +395,7 @@ def decode(wire: bytes) -> Statement:
     if len(wire) > MAX_WIRE_BYTES:
         raise EncodingInvalid(f"wire form of {len(wire)} bytes is larger than {MAX_WIRE_BYTES}")
     body, signature = _outer(wire)
-    origin, kind, at, signer, units, data = decode_body(body)
+    origin, kind, at, signer, units, data = _decode_body(body)
     return Statement(wire, body, signature, _sha256(body).digest(), origin, kind, at, signer, units, data)
 
 

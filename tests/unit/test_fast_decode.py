@@ -19,7 +19,7 @@ from tests.unit.test_statement import GOOD_DATA, WIDTH_CHOICES, _body, _fits, _g
 
 def reference(body: bytes) -> statement.Fields | None:
     try:
-        return statement._fields(canonical.unpack(body))
+        return statement.Fields(*statement._fields(canonical.unpack(body)))
     except EncodingInvalid:
         return None
 
