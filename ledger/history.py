@@ -7,8 +7,9 @@ from typing import Any
 
 from ledger import views
 from ledger.errors import NotFound
+from ledger.links import unit_chain
 from ledger.state import Finding
-from ledger.statement import Statement, decode
+from ledger.statement import Statement
 from ledger.store import Store
 from ledger.values import format_time
 
@@ -30,20 +31,17 @@ class History:
 
 
 def unit_history(store: Store, serial: str, *, until: int | None = None, now_us: int = 0) -> History:
-    """The statements of `serial` in chain order (those with `at` ≤ `until`, if given)."""
-    links = store.unit_links(serial)
-    if not links:
+    """The statements of `serial` in chain order (those with `at` ≤ `until`, if given), read through its
+    stored links as `verify` accepts them (`links.unit_chain`: anything else is `UnitLinksInvalid`)."""
+    chain = unit_chain(store, serial)
+    if not chain:
         raise NotFound(f"unknown serial {serial!r}: no unit with that serial in {store.url}")
     state = views.current(store, now_us)
     steps: list[Step] = []
-    for link in links:
-        event = next(iter(store.log(link["index"], link["index"] + 1)), None)
-        if event is None:
-            continue
-        statement = decode(event.wire)
+    for index, statement in chain:
         if until is not None and statement.at > until:
             break
-        steps.append(Step(event.index, statement, state.participant_of(statement.signer)))
+        steps.append(Step(index, statement, state.participant_of(statement.signer)))
     if not steps:
         raise NotFound(f"serial {serial!r} has no statement at or before that time")
     last = steps[-1].index

@@ -23,9 +23,9 @@ import msgspec
 from ledger.errors import IntegrityError, UnitLinksInvalid
 from ledger.parallel import stored_wire
 from ledger.state import UnitState
-from ledger.statement import Statement, decode
+from ledger.statement import ZERO_HASH, Statement, decode
 from ledger.store import Store
-from ledger.store.codec import decode_state, unit_id
+from ledger.store.codec import UNIT_TOPICS, decode_state, unit_id
 
 RANGE_ROWS = 25_000  # row ids per read of stored links: bounded memory, few queries
 UNIT_IDS = 1 << 18  # unit ids kept for units met lately (about 40 MB at most)
@@ -220,3 +220,39 @@ def check_exactly(store: Store, fail: Callable[[IntegrityError], None]) -> None:
                   else stored[len(expected)][0] if len(stored) > len(expected) else None)
         fail(UnitLinksInvalid(f"unit {serial}: stored chain links disagree with the log",
                               at if isinstance(at, int) else None))
+
+
+# --- one unit's chain, for readers (`history`, `prove`) --------------------------------------------------
+
+
+def unit_chain(store: Store, serial: str) -> list[tuple[int, Statement]]:
+    """The statements of `serial`'s chain, oldest first, read through its stored links and accepted only
+    as `verify` would accept them; [] for a unit the store does not hold.
+
+    Every row stored under the unit's id must be a chain link: versions 1, 2, … with the link topics,
+    naming this serial, each pointing at a log statement whose hash it holds, that names this unit and
+    whose `prev` is the hash of the link before (32 zero bytes for the first). Anything else, an extra
+    row of another topic, a link that points at another unit's step or that does not decode, is
+    `UnitLinksInvalid` (exit 1): readers never show a step that is not the unit's.
+    """
+    chain: list[tuple[int, Statement]] = []
+    previous = ZERO_HASH
+    for version, topic, state in store.unit_rows(serial):
+        where = f"unit {serial}: the stored row at version {version}"
+        if version != len(chain) + 1 or topic != UNIT_TOPICS[version != 1]:
+            raise UnitLinksInvalid(f"{where} is not a chain link (topic {topic!r:.80})",
+                                   chain[-1][0] if chain else None)
+        try:
+            link = _LINK.decode(state)
+        except Exception:  # msgspec's errors: not a link
+            raise UnitLinksInvalid(f"{where} does not decode as a chain link",
+                                   chain[-1][0] if chain else None) from None
+        event = next(iter(store.log(link.index, link.index + 1)), None) if link.index >= 0 else None
+        statement = decode(event.wire) if event is not None else None
+        if (link.serial != serial or statement is None or statement.hash != link.hash
+                or dict(statement.units).get(serial) != previous or (chain and link.index <= chain[-1][0])):
+            raise UnitLinksInvalid(f"{where} does not link the unit's statement at index {link.index}",
+                                   link.index if event is not None else None)
+        chain.append((link.index, statement))
+        previous = statement.hash
+    return chain

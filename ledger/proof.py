@@ -40,6 +40,7 @@ from ledger.errors import (
     TimeInvalid,
 )
 from ledger.history import Step
+from ledger.links import unit_chain
 from ledger.state import Finding, State, UnitState
 from ledger.statement import ADMIN_KINDS, ZERO_HASH, Statement, decode, key_id, valid_id, verify_signature
 from ledger.store import Store
@@ -219,11 +220,10 @@ def build_proof(store: Store, serial: str, *, now_us: int) -> UnitProof:
     if not valid_id(serial):
         raise BadInput(f"bad serial {serial[:80]!r}")
     ledger = ledger_identity(store)
-    links = store.unit_links(serial)
-    if not links:
+    chain = unit_chain(store, serial)  # checked as `verify` checks it: UnitLinksInvalid otherwise
+    if not chain:
         raise NotFound(f"unknown serial {serial!r}: no unit with that serial in {store.url}")
-    unit_indices = sorted({link["index"] for link in links})
-    newest = unit_indices[-1]
+    newest = chain[-1][0]
     valid: list[ParsedNote] = []
     for _version, _size, text in store.checkpoints():
         try:

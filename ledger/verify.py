@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, overload
 
+from ledger import accounting, driver, fold, links, merkle, parallel
 from ledger import bundle as bundle_format
 from ledger import checkpoint as notes
-from ledger import driver, fold, links, merkle, parallel
 from ledger.errors import (
     CheckpointInconsistent,
     CheckpointSignatureInvalid,
@@ -332,9 +332,12 @@ def _given_notes_parse(options: Options) -> None:
 
 
 def verify_store(store: Store, options: Options) -> Report:
-    """Verify a ledger database: statements, log indices, unit links, stored checkpoints."""
+    """Verify a ledger database: statements, log indices, unit links, stored checkpoints, and that the
+    store holds nothing else (`ledger.accounting`)."""
     _given_notes_parse(options)
     verifier = Verifier(store.origin, options)
+    for defect in store.audit():  # a second log, or a genesis out of place: reported, and verify goes on
+        verifier.fail(defect)
     if store.origin is not None:
         verifier.links = links.StoredLinks(store, store.origin)
     expected_version = 1
@@ -351,8 +354,10 @@ def verify_store(store: Store, options: Options) -> Report:
                 verifier.item(item)
             if options.progress:
                 options.progress(len(items))
-    if verifier.links is None or not verifier.links.finish():
+    identical = verifier.links is not None and verifier.links.finish()
+    if not identical:
         links.check_exactly(store, verifier.fail)
+    accounting.account(store, verifier.state, verifier.size, identical, verifier.fail)
     _check_tree_head(store, verifier)
     stored = store.checkpoints()
     good = verifier.check_notes([note for _, _, note in stored], "stored")

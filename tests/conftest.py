@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -86,29 +87,70 @@ def _postgres_url() -> str | None:
     return os.environ.get(PG_ENV) or None
 
 
+_SCHEMAS: set[str] = set()  # the URLs of the schemas this session made and has not dropped yet
+
+
 def new_postgres_schema() -> str:
-    """A fresh schema on the test server, so test runs never collide; returns the store URL."""
+    """A fresh schema on the test server, so test runs never collide; returns the store URL.
+
+    Every schema made here is dropped: by the test's fixture when it is done with it, and at the latest
+    when the session ends (`postgres_schemas_dropped`), so none is left behind on the shared server."""
     import psycopg
 
     base = _postgres_url()
     assert base is not None
     schema = f"t_{uuid.uuid4().hex[:16]}"
+    url = f"{base.split('?')[0]}?schema={schema}"
+    _SCHEMAS.add(url)
     with psycopg.connect(base.split("?")[0], autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    return f"{base.split('?')[0]}?schema={schema}"
+    return url
 
 
-def drop_postgres_schema(url: str) -> None:
-    """Remove a test's schema and everything in it (best effort: a test may hold it still)."""
+def drop_postgres_schema(url: str, *, wait_s: float = 2) -> bool:
+    """Remove a test's schema and everything in it; whether it is gone. A session that still holds a lock
+    there (a store a test left open) makes it wait `wait_s` seconds, then give up for now."""
     import psycopg
 
     base, _, query = url.partition("?schema=")
     try:
         with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
-            conn.execute("SET lock_timeout = '2s'")
+            conn.execute(f"SET lock_timeout = '{int(wait_s * 1000)}ms'")
             conn.execute(f'DROP SCHEMA IF EXISTS "{query}" CASCADE')
     except psycopg.Error:
-        pass
+        return False
+    _SCHEMAS.discard(url)
+    return True
+
+
+def postgres_schemas_left() -> list[str]:
+    """The schemas this session made that still exist on the server."""
+    import psycopg
+
+    base = _postgres_url()
+    if base is None or not _SCHEMAS:
+        return []
+    names = [url.partition("?schema=")[2] for url in _SCHEMAS]
+    with psycopg.connect(base.split("?")[0], autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [names]).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_schemas_dropped() -> Iterator[None]:
+    """At the end of the session, drop every schema a test made and did not drop (module fixtures, a drop
+    that had to wait for a store left open), after collecting what still holds connections."""
+    yield
+    if not _SCHEMAS:
+        return
+    gc.collect()  # the pools of stores that tests did not close
+    for url in sorted(_SCHEMAS):
+        for _ in range(3):
+            if drop_postgres_schema(url, wait_s=10):
+                break
+    left = postgres_schemas_left()
+    if left:
+        raise RuntimeError(f"PostgreSQL schemas left behind: {', '.join(left)}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -120,8 +162,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if not _postgres_url():
         pytest.skip(f"PostgreSQL tests need {PG_ENV} (set by .ci/run)")
     url = new_postgres_schema()
+    request.addfinalizer(lambda: drop_postgres_schema(url))
     yield url
-    drop_postgres_schema(url)
 
 
 @dataclass

@@ -21,7 +21,16 @@ from uuid import UUID
 from eventsourcing import persistence as es
 from eventsourcing.persistence import StoredEvent
 
-from ledger.errors import BadInput, Conflict, EncodingInvalid, LedgerError, StoreError
+from ledger.errors import (
+    BadInput,
+    Conflict,
+    EncodingInvalid,
+    IntegrityError,
+    LedgerError,
+    LogIndexInvalid,
+    StoreError,
+    UnitLinksInvalid,
+)
 from ledger.store import codec
 from ledger.store.address import is_postgres, redact
 
@@ -41,8 +50,19 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {  # the views tables: (column, 
     "custody_signed": (("key_id", "text"), ("idx", "int"), ("at", "int8"), ("serials", "bytes")),
 }
 KEYED = frozenset({"custody_position", "custody_authority", "custody_units", "custody_customers", "custody_duty"})
+# The log is found by its genesis: the one row with the genesis topic. A partial index keeps that lookup to
+# the genesis rows however large the store; both databases use it for exactly this predicate (a literal).
+GENESIS_INDEX = "custody_log_genesis"
+GENESIS_WHERE = f"topic = '{codec.LOG_OPENED}'"
+GENESIS_ROWS = 3  # genesis rows read at open: one is the ledger's, any other a second log
+_LOG_TOPIC = "topic = CASE WHEN originator_version = 1 THEN {p} ELSE {p} END"  # the log topic for the version
 VIEW_INDEXES = ("CREATE INDEX IF NOT EXISTS custody_findings_idx ON custody_findings (idx)",
                 "CREATE INDEX IF NOT EXISTS custody_signed_key ON custody_signed (key_id)")
+
+
+def genesis_index(table: str) -> str:
+    """The DDL of the partial index that finds the genesis (`Store._find_log`); `table` as SQL."""
+    return f"CREATE INDEX IF NOT EXISTS {GENESIS_INDEX} ON {table} (originator_id) WHERE {GENESIS_WHERE}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,8 @@ class Store:
         self.lock_timeout = lock_timeout()
         self._log_id: UUID | None = None
         self.origin: str | None = None
+        self.defects: list[IntegrityError] = []  # found at open: readers and writers refuse such a store
+        self._auditing = False
         self.schema = "public"
         self._open(create=create)
         if create:
@@ -125,8 +147,8 @@ class Store:
     def _views_exist(self) -> bool:
         raise NotImplementedError
 
-    def _unit_id_column(self) -> str:
-        """SQL for a stored unit id as 32 lowercase hex digits."""
+    def _id_column(self) -> str:
+        """SQL for a stored aggregate id as 32 lowercase hex digits."""
         return "originator_id"
 
     def _create_views_needed(self) -> bool:
@@ -140,15 +162,53 @@ class Store:
     # --- opening -----------------------------------------------------------------------------------
 
     def _find_log(self) -> None:
-        """Find the log by its creation event; an empty store has none yet."""
+        """Find the log by its genesis, which an INSERT can neither forge nor shadow.
+
+        The log is the aggregate of the one row whose topic is the genesis topic (`codec.LOG_OPENED`),
+        and that row must be version 1 of the aggregate that its own origin names (`codec.log_id`). An
+        INSERT cannot replace that row (the primary key holds its place) and a row ids (notification ids)
+        order cannot hide it (it is not read by position); a second genesis, wherever it is stored,
+        makes the store one with two logs, which readers and writers refuse and `verify` reports. A
+        store without a genesis row is found by any log event, so that `verify` can say what is wrong.
+        """
+        rows = self._raw_events(f"SELECT {self.event_id}, {self._id_column()}, originator_version, state "
+                                f"FROM {{table}} WHERE {GENESIS_WHERE} ORDER BY {self.event_id} "
+                                f"LIMIT {GENESIS_ROWS}", [])
+        if not rows:
+            self._find_any_log_event()
+            return
+        named = [(row, codec.origin_of(codec.decoded(row[3]).get("wire", b""))) for row in rows]
+        chosen = next(((r, o) for r, o in named if o is not None and r[2] == 1 and r[1] == codec.log_id(o).hex),
+                      named[0])
+        (position, hex_id, version, _), origin = chosen
+        self._log_id, self.origin = UUID(hex_id), origin
+        if version != 1 or origin is None or hex_id != codec.log_id(origin).hex:
+            self.defects.append(LogIndexInvalid(
+                f"stored row {position}: the log's genesis is not version 1 of the log its origin names", 0))
+        for (other, other_id, _, _), _ in named:
+            if other != position:
+                self.defects.append(LogIndexInvalid(
+                    f"stored row {other}: the genesis of a second log (aggregate {other_id}); a ledger has "
+                    "one log", None))
+
+    def _find_any_log_event(self) -> None:
         try:
-            # any log event will do: a ledger whose genesis row was deleted must still be found (and fail)
             first = self.recorder.select_notifications(None, 1, topics=list(codec.LOG_TOPICS))
         except es.PersistenceError as e:
             raise self._error("read", e) from e
         if first:
             self._log_id = first[0].originator_id
             self.origin = codec.origin_of(codec.decoded(first[0].state).get("wire", b""))
+
+    def audit(self) -> list[IntegrityError]:
+        """For `verify`: reads no longer refuse a store with defects (verify reports them); returns them."""
+        self._auditing = True
+        return list(self.defects)
+
+    def _require_one_log(self) -> None:
+        """Readers and writers refuse a store that is not one ledger (`defects`); `verify` reports it."""
+        if self.defects and not self._auditing:
+            raise self.defects[0]
 
     @property
     def opened(self) -> bool:
@@ -170,10 +230,11 @@ class Store:
         """Insert stored events in one transaction: all of them or, on any error, none."""
         if self.readonly:
             raise StoreError("this store is open read-only")
+        self._require_one_log()
         try:
             self.recorder.insert_events(events)
         except es.IntegrityError as e:
-            raise Conflict("another writer appended first") from e
+            raise self._squatted(events) or Conflict("another writer appended first") from e
         except es.PersistenceError as e:
             raise self._error("write to", e) from e
         if self._log_id is None:
@@ -183,7 +244,34 @@ class Store:
                 self._log_id = originator if isinstance(originator, UUID) else UUID(originator)
                 self.origin = codec.origin_of(codec.decode_state(log_events[0].state)["wire"])
 
-    def _select(self, originator: UUID, **kwargs: Any) -> Sequence[StoredEvent]:
+    def _squatted(self, events: Sequence[StoredEvent]) -> IntegrityError | None:
+        """After a clash: the row that holds a place these events needed without being part of the ledger,
+        as an integrity failure, or None for a lost race (another writer appended those places first).
+
+        Writers store a statement and its links in one transaction, so a rival's append fills the log's
+        next place; when that place is free, a row at a unit's next version was put there by someone who
+        wrote no statement (an insider with INSERT), and retrying would clash for ever."""
+        for event in events:
+            if event.topic not in codec.LOG_TOPICS:
+                continue
+            rows = self._select(event.originator_id, gt=event.originator_version - 1, limit=1)
+            if rows and rows[0].originator_version == event.originator_version:
+                if rows[0].topic != event.topic:
+                    return LogIndexInvalid(f"the log's next place (version {event.originator_version}) holds a "
+                                           f"row that is not a log event (topic {rows[0].topic!r:.80}): run "
+                                           "`custody verify`", event.originator_version - 1)
+                return None  # a rival's statement: a lost race
+        for event in events:
+            if event.topic not in codec.UNIT_TOPICS:
+                continue
+            rows = self._select(event.originator_id, gt=event.originator_version - 1, limit=1)
+            if rows and rows[0].originator_version == event.originator_version:
+                serial = codec.decoded(event.state).get("serial")
+                return UnitLinksInvalid(f"unit {serial}: a stored row holds version {event.originator_version} "
+                                        "of its chain, which no statement of the log made: run `custody verify`")
+        return None
+
+    def _select(self, originator: UUID | str, **kwargs: Any) -> Sequence[StoredEvent]:
         try:
             return self.recorder.select_events(originator, **kwargs)  # type: ignore[no-any-return]
         except es.PersistenceError as e:
@@ -193,15 +281,19 @@ class Store:
         """The newest log event (the tree head rides on it), or None for an empty log."""
         if self._log_id is None:
             return None
-        rows = self._select(self._log_id, desc=True, limit=1)
-        return _log_event(rows[0]) if rows else None
+        rows = self._raw_events("SELECT originator_version, state FROM {table} WHERE originator_id = {p} AND "
+                                f"{_LOG_TOPIC} ORDER BY originator_version DESC LIMIT 1",
+                                [self._log_key(self._log_id), *codec.LOG_TOPICS])
+        return _log_event(rows[0][0], rows[0][1]) if rows else None
 
     def size(self) -> int:
         head = self.head()
         return head.index + 1 if head else 0
 
     def log(self, start: int = 0, stop: int | None = None, chunk: int = 2000) -> Iterator[LogEvent]:
-        """Stored log events with index in [start, stop), in version order, read in chunks."""
+        """Stored log events with index in [start, stop), in version order, read in chunks: the rows under
+        the log's id with the log's topics (any other row there is reported by `ledger.accounting`)."""
+        self._require_one_log()
         if self._log_id is None:
             return
         version = start  # versions are index + 1; `gt` is exclusive
@@ -209,17 +301,23 @@ class Store:
             limit = chunk if stop is None else min(chunk, stop - version)
             rows = self._select(self._log_id, gt=version, limit=limit)
             for row in rows:
-                yield _log_event(row)
+                if row.topic == codec.LOG_TOPICS[row.originator_version != 1]:
+                    yield _log_event(row.originator_version, row.state)
             if len(rows) < limit:
                 return
             version = rows[-1].originator_version
 
     def unit_links(self, serial: str) -> list[dict[str, Any]]:
-        """The stored chain links of one unit, oldest first (each: serial, index, hash, at)."""
+        """The stored chain links of one unit, oldest first (each: serial, index, hash, at), as stored:
+        `links.unit_chain` checks them."""
+        return [{**codec.decoded(state), "version": version} for version, _, state in self.unit_rows(serial)]
+
+    def unit_rows(self, serial: str) -> list[tuple[int, str, bytes]]:
+        """Every row stored under one unit's id, whatever its topic: (version, topic, state), by version."""
+        self._require_one_log()
         if self.origin is None:
             return []
-        rows = self._select(codec.unit_id(self.origin, serial))
-        return [{**codec.decoded(r.state), "version": r.originator_version} for r in rows]
+        return [(r.originator_version, r.topic, r.state) for r in self._select(codec.unit_id(self.origin, serial))]
 
     def all_unit_links(self, chunk: int = 5000) -> Iterator[tuple[UUID, int, dict[str, Any]]]:
         """Every stored unit link in insertion order: (unit id, version, state)."""
@@ -243,6 +341,8 @@ class Store:
             return []
         out = []
         for row in self._select(codec.checkpoints_id(self.origin), **({"gt": after} if after else {})):
+            if row.topic != codec.CHECKPOINT_TOPICS[row.originator_version != 1]:
+                continue  # not a checkpoint: `verify` reports the row (`ledger.accounting`)
             state = codec.decoded(row.state)
             size, note = state.get("size"), state.get("note")
             # an undecodable row reads as an empty note, which `verify` reports as a bad checkpoint
@@ -263,15 +363,18 @@ class Store:
         return log.hex
 
     def log_states(self, start: int = 0, chunk: int = 5000) -> Iterator[tuple[int, bytes]]:
-        """(version, stored state) of the log events with index ≥ `start`, in version order."""
+        """(version, stored state) of the log events with index ≥ `start`, in version order: the rows under
+        the log's id with the log's topics (any other row there is reported by `ledger.accounting`)."""
+        self._require_one_log()
         if self._log_id is None:
             return
         log = self._log_key(self._log_id)
         version = start
         while True:
             rows = self._raw_events("SELECT originator_version, state FROM {table} WHERE originator_id = {p} "
-                                    "AND originator_version > {p} ORDER BY originator_version LIMIT {p}",
-                                    [log, version, chunk])
+                                    f"AND originator_version > {{p}} AND {_LOG_TOPIC} ORDER BY originator_version "
+                                    "LIMIT {p}",
+                                    [log, version, *codec.LOG_TOPICS, chunk])
             yield from rows
             if len(rows) < chunk:
                 return
@@ -293,9 +396,39 @@ class Store:
         if high is not None:
             where.append(f"{self.event_id} < {{p}}")
             params.append(high)
-        return self._raw_events(f"SELECT {self._unit_id_column()}, originator_version, state FROM {{table}} "
+        return self._raw_events(f"SELECT {self._id_column()}, originator_version, state FROM {{table}} "
                                 f"WHERE {' AND '.join(where)} ORDER BY {self.event_id}",
                                 params)
+
+    # --- the whole store, for `ledger.accounting` ------------------------------------------------------
+
+    @property
+    def log_hex(self) -> str | None:
+        return self._log_id.hex if self._log_id is not None else None
+
+    def row_count(self) -> int:
+        """How many rows the events table holds."""
+        return int(self._raw_events("SELECT count(*) FROM {table}", [])[0][0])
+
+    def row_keys(self, low: int | None, high: int | None) -> list[tuple[int, str, int, str]]:
+        """Every stored row with a row id in [`low`, `high`) (None: unbounded), in row id order, as (row
+        id, aggregate id as 32 hex digits, version, topic)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if low is not None:
+            where.append(f"{self.event_id} >= {{p}}")
+            params.append(low)
+        if high is not None:
+            where.append(f"{self.event_id} < {{p}}")
+            params.append(high)
+        condition = f"WHERE {' AND '.join(where)} " if where else ""
+        return self._raw_events(f"SELECT {self.event_id}, {self._id_column()}, originator_version, topic "
+                                f"FROM {{table}} {condition}ORDER BY {self.event_id}", params)
+
+    def row_id_bounds(self) -> tuple[int, int]:
+        """The smallest and one more than the largest row id (an insider may choose them, negative too)."""
+        rows = self._raw_events(f"SELECT min({self.event_id}), max({self.event_id}) FROM {{table}}", [])
+        return int(rows[0][0] or 0), int(rows[0][1] or 0) + 1
 
     # --- views: plain tables beside the events -----------------------------------------------------
 
@@ -342,9 +475,9 @@ class Store:
             cursor.execute(f"DELETE FROM {table}")
 
 
-def _log_event(row: StoredEvent) -> LogEvent:
-    state = codec.decoded(row.state)
+def _log_event(version: int, stored: bytes) -> LogEvent:
+    state = codec.decoded(stored)
     wire, range_ = state.get("wire"), state.get("range")
     if not isinstance(wire, bytes) or not isinstance(range_, list):
-        raise EncodingInvalid("a stored log event cannot be decoded", row.originator_version - 1)
-    return LogEvent(row.originator_version, row.originator_version - 1, wire, range_)
+        raise EncodingInvalid("a stored log event cannot be decoded", version - 1)
+    return LogEvent(version, version - 1, wire, range_)

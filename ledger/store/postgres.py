@@ -27,7 +27,7 @@ from psycopg.rows import DictRow, dict_row, tuple_row
 
 from ledger.errors import LedgerError, NotALedger, StoreError
 from ledger.store.address import PostgresTarget, parse_postgres_url, redact
-from ledger.store.base import CONNECT_TIMEOUT_S, EVENTS_TABLE, VIEWS, Store, first_line
+from ledger.store.base import CONNECT_TIMEOUT_S, EVENTS_TABLE, VIEWS, Store, first_line, genesis_index
 
 ATTEMPTS = 3  # tries of a read or an insert on a dropped connection (eventsourcing's own: 10, 0.2 s apart)
 COPY_TYPES = {"int": "int4", "int8": "int8", "text": "text", "bytes": "bytea"}  # the kinds in `VIEWS`
@@ -70,6 +70,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
 
     datastore: LedgerDatastore
     lost: str | None = None  # libpq's reason, once the server was found gone
+
+    def __init__(self, datastore: LedgerDatastore, *, events_table_name: str = EVENTS_TABLE) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        table = sql.SQL("{}.{}").format(sql.Identifier(datastore.schema), sql.Identifier(events_table_name))
+        self.sql_create_statements.append(sql.SQL(genesis_index("{}")).format(table))
 
     # --- attempts --------------------------------------------------------------------------------
 
@@ -283,7 +288,7 @@ class PostgresStore(Store):
     def _log_key(self, log: UUID) -> Any:
         return log
 
-    def _unit_id_column(self) -> str:
+    def _id_column(self) -> str:
         return "replace(originator_id::text, '-', '')"
 
     def _rows(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

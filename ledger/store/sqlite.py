@@ -21,7 +21,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
 from ledger.errors import Conflict, LedgerError, NotALedger, StoreError
 from ledger.store.address import redact
-from ledger.store.base import EVENTS_TABLE, Store, first_line
+from ledger.store.base import EVENTS_TABLE, GENESIS_INDEX, Store, first_line, genesis_index
 
 SQLITE_BUSY_SNAPSHOT = 517  # sqlite3.h: SQLITE_BUSY | (2 << 8), a stale read snapshot; never waited for
 SQLITE_BUSY_CODES = (5, 6, 261)  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_RECOVERY
@@ -30,7 +30,11 @@ IN_CHUNK = 500  # keys per `IN (?, …)` read: SQLite caps the number of paramet
 
 
 class LedgerRecorder(SQLiteApplicationRecorder):
-    """eventsourcing's SQLite application recorder, plus reads that return rows as plain tuples."""
+    """eventsourcing's SQLite application recorder, plus the genesis index and reads that return rows as
+    plain tuples."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), genesis_index(self.events_table_name)]
 
     def select_rows(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of one read in a read transaction, as tuples: eventsourcing's `sqlite3.Row`s cost half a
@@ -47,6 +51,9 @@ class LedgerRecorder(SQLiteApplicationRecorder):
 
     def table_exists(self, name: str) -> bool:
         return bool(self.select_rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name]))
+
+    def index_exists(self, name: str) -> bool:
+        return bool(self.select_rows("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", [name]))
 
 
 class _Cursor:
@@ -112,6 +119,8 @@ class SqliteStore(Store):
                 self.recorder.create_table()
             elif not self.recorder.table_exists(EVENTS_TABLE):
                 raise NotALedger(f"{url} is not a custody ledger")
+            elif not readonly and not self.recorder.index_exists(GENESIS_INDEX):
+                self.recorder.create_table()  # a ledger made before the genesis index: add it
             self._has_views = self.recorder.table_exists("custody_position")
         except (es.PersistenceError, sqlite3.Error) as e:
             self.close()

@@ -496,3 +496,21 @@ def test_backend_terminated_mid_insert(ledger: Ledger, tmp_path: Path) -> None:
     size = check_ledger(ledger.db, caught_up=proc.returncode == 0)
     assert size == before + (4 if proc.returncode == 0 else 0)  # 5,000 units: four statements, one transaction
     print(f"\nterminated mid-insert: {terminated}; exit {proc.returncode}")
+
+
+def test_every_schema_a_test_makes_is_dropped() -> None:
+    """The test fixtures leave no `t_<hex>` schema on the shared server: a drop that must wait for a store
+    left open is tried again at the end of the session, and a schema still there then is an error."""
+    from tests.conftest import drop_postgres_schema, new_postgres_schema, postgres_schemas_left
+
+    url = new_postgres_schema()
+    schema = url.partition("?schema=")[2]
+    with Store(url, create=True) as store, _admin() as holder:
+        holder.autocommit = False
+        holder.execute(f'SELECT count(*) FROM "{schema}".stored_events')  # holds a lock on its table
+        assert not drop_postgres_schema(url, wait_s=0.2)
+        assert schema in postgres_schemas_left()
+        holder.rollback()
+        assert store.size() == 0
+    assert drop_postgres_schema(url)
+    assert schema not in postgres_schemas_left()
