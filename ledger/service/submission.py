@@ -170,14 +170,18 @@ class Ledger:
         """Queue a submission; the writer appends what is queued when a checkpoint is due (so that one
         transaction takes all that one checkpoint will cover), or sooner once a group is full."""
         self._queue.put(pending)
-        if self._queue.qsize() >= GROUP_SIZE or time.monotonic() >= self._last_signed + self.checkpoint_every:
-            self._wake.set()
+        waiting = self._queue.qsize()
+        if waiting == 1 or waiting >= GROUP_SIZE or time.monotonic() >= self._last_signed + self.checkpoint_every:
+            self._wake.set()  # the first one: the writer may be sleeping until a later look at the store
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=self._sleep())
             self._wake.clear()
             started = time.monotonic()
+            if (not self._stop.is_set() and 0 < self._queue.qsize() < GROUP_SIZE
+                    and started < self._last_signed + self.checkpoint_every):
+                continue  # woken by a first submission before its checkpoint is due: sleep until then
             while not self._stop.is_set():
                 group: list[Pending] = []
                 with contextlib.suppress(queue.Empty):

@@ -102,7 +102,7 @@ def test_two_processes_on_one_database_keep_one_log(tmp_path: Path) -> None:
         sizes = [s for _, s, _ in stored]
         assert sizes == sorted(set(sizes)), sizes  # one sequence, strictly growing: one signer per size
         # both processes serve the same, final checkpoint once they have caught up
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while True:
             served = [httpx.get(f"{u}/checkpoint").text for u in urls]
             if served[0] == served[1] and notes.parse_note(served[0]).checkpoint.size == size:
