@@ -15,13 +15,13 @@ from ledger import append, demo, reports
 
 def demo_command(
     units: Annotated[int, typer.Option("--units", min=1, metavar="N",
-                                                  help="Units to take through the six steps.")] = (
+                                                  help="Units to take through the steps.")] = (
         demo.DEFAULT_UNITS),
     directory: Annotated[Path | None, typer.Option(
         "--dir", metavar="DIR",
         help="Folder for custody.db and keys/ (default: a fresh temporary folder).")] = None,
 ) -> None:
-    """Build a demo ledger: keys, N units through all six steps, injected violations; verify and report."""
+    """Build a demo ledger: keys, N units through the steps, injected violations; verify and report."""
     now = append.now_us()
     plan = demo.plan(units, now)
     if directory is None:
@@ -31,7 +31,7 @@ def demo_command(
     with progress("recording", plan.total) as advance:
         result = demo.run(directory, plan, now_us=now, progress=advance)
     db = str(result.db)
-    render.out(f"custody demo: {render.count(result.units, 'unit')} through all six steps in "
+    render.out(f"custody demo: {render.count(result.units, 'unit')} through the custody steps in "
                f"{render.count(result.shipments, 'shipment')}: "
                f"{render.count(result.statements, 'signed statement')}")
     render.out(f"  ledger:     {db} (origin {result.origin})")
@@ -39,13 +39,16 @@ def demo_command(
     render.out(f"  checkpoint: {result.checkpoint} (signed by the operator)")
     render.out(f"  customers:  {', '.join(f'{c} (cap {n})' for c, n in sorted(result.caps.items()))}")
     if result.injected:
-        render.out("injected violations:")
+        render.out("injected violations (and what the story shows without one):")
         for v in result.injected:
             shown = ", ".join(v.serials[:3]) + (", …" if len(v.serials) > 3 else "")
-            render.out(f"  {v.code:20} {render.count(len(v.serials), 'unit'):>9}  {v.what} ({shown})")
-    missing = [c for c in demo.INJECTED if c not in {v.code for v in result.injected}]
+            what = (f"{render.count(len(v.serials), 'unit'):>9}  {v.what} ({shown})" if v.serials
+                    else f"{'a declaration':>9}  {v.what}")
+            render.out(f"  {v.code:22} {what}")
+    missing = [c for c in (*demo.INJECTED, *demo.STORY) if c not in {v.code for v in result.injected}]
     if missing:
-        render.out(f"  (too few units for {', '.join(missing)}: give --units 40 or more to see every one)")
+        render.out(f"  (too few units for {', '.join(missing)}: give --units {demo.MIN_UNITS_FOR_ALL} or more "
+                   "to see every one)")
     report = result.report
     verdict = "intact" if report.intact else f"NOT intact ({len(report.failures)} failure(s))"
     render.out(f"verify: {verdict}, {'compliant' if report.compliant else 'not compliant'} "
@@ -53,8 +56,10 @@ def demo_command(
                f"{0 if report.compliant else 3 if report.intact else 1})")
     render.out("try:")
     sample = result.injected[0].serials[0] if result.injected else "1652224000001"
-    for command in ("verify", f"history {sample}", "report duty", "report customers", "report units",
-                    "replay --upto 20", "report html report.html"):
+    scrapped = next((v.serials[0] for v in result.injected if v.code == demo.SCRAPPED), None)
+    for command in ("verify", f"history {sample}", *([f"history {scrapped}"] if scrapped else []), "report duty",
+                    "report customers", "report units", "report volume", "replay --upto 20",
+                    "report html report.html"):
         render.out(f"  custody --db {db} {command}")
     render.out()
     with open_store(db, readonly=True) as store:

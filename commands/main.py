@@ -13,6 +13,7 @@ from commands import (
     admin,
     audit,
     bundles,
+    declare_cmd,
     demo_cmd,
     keys_cmd,
     record_cmd,
@@ -54,6 +55,7 @@ def main(
 keys_cmd.register(app)
 admin.register(app)
 record_cmd.register(app)
+declare_cmd.register(app)
 audit.register(app)
 transparency.register(app)
 bundles.register(app)

@@ -10,13 +10,13 @@ import typer
 from commands import render
 from commands._common import DbOption, KeyOption, LedgerOption, PassphraseOption, ledger_url, load_key, open_store
 from ledger import append, values
-from ledger.statement import MAX_WIRE_BYTES, STEP_ROLE, data_fields
+from ledger.statement import CUSTODY_STEPS, MAX_WIRE_BYTES, data_fields, optional_fields
 
-STEPS = {"fabricated": "fabricated", "shipped-to-us": "shipped_to_us", "inspected": "inspected",
-         "duty-paid": "duty_paid", "re-exported": "re_exported", "received": "received"}
+STEPS = {kind.replace("_", "-"): kind for kind in CUSTODY_STEPS}  # `shipped-to-us` → `shipped_to_us`, …
 
-# the step options each step needs: DESIGN's data fields, `--entered-value` for `entered_value`
-NEEDS = {kind: data_fields(kind) for kind in STEP_ROLE}
+# the step options each step needs (DESIGN's data fields, `--entered-value` for `entered_value`) and takes
+NEEDS = {kind: data_fields(kind) for kind in CUSTODY_STEPS}
+TAKES = {kind: optional_fields(kind) for kind in CUSTODY_STEPS}
 
 
 def _option(field: str) -> str:
@@ -24,17 +24,19 @@ def _option(field: str) -> str:
 
 
 def _data(kind: str, given: dict[str, str | None]) -> dict[str, Any]:
-    extra = [f for f, v in given.items() if v is not None and f not in NEEDS[kind]]
+    extra = [f for f, v in given.items() if v is not None and f not in NEEDS[kind] and f not in TAKES[kind]]
     if extra:
         raise typer.BadParameter(f"{_option(extra[0])} does not apply to {kind.replace('_', '-')}")
     data: dict[str, Any] = {}
-    for field in NEEDS[kind]:
+    for field in (*NEEDS[kind], *TAKES[kind]):
         value = given.get(field)
         if value is None:
+            if field in TAKES[kind]:
+                continue  # optional: absent, never empty
             raise typer.BadParameter(f"{kind.replace('_', '-')} needs {_option(field)}")
         if field in ("entered_value", "duty"):
             data[field] = values.parse_money(value)
-        elif field in ("country", "destination"):
+        elif field in ("country", "destination", "origin_country"):
             data[field] = values.parse_country(value)
         elif field == "consignee":
             data[field] = values.parse_id(value, "consignee")
@@ -49,7 +51,8 @@ def _data(kind: str, given: dict[str, str | None]) -> dict[str, Any]:
 
 def record(
     step: Annotated[str, typer.Argument(metavar="STEP", help="fabricated, shipped-to-us, inspected, duty-paid, "
-                                                           "re-exported or received.")],
+                                                           "re-exported, received, located, destroyed or "
+                                                           "withdrawn.")],
     key: KeyOption,
     serial: Annotated[list[str] | None, typer.Option("--serial", help="A unit's serial; repeatable.")] = None,
     serials_file: Annotated[Path | None, typer.Option("--serials-file", help="One serial per line.")] = None,
@@ -71,6 +74,15 @@ def record(
     consignee: Annotated[str | None, typer.Option("--consignee")] = None,
     license_: Annotated[str | None, typer.Option("--license")] = None,
     destination: Annotated[str | None, typer.Option("--destination")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="located: how the location was "
+                                               "established; destroyed: how it was destroyed.")] = None,
+    certificate: Annotated[str | None, typer.Option("--certificate",
+                                                    help="The destruction certificate.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why the unit was withdrawn.")] = None,
+    hts: Annotated[str | None, typer.Option("--hts", help="duty-paid: the tariff line, e.g. 9903.79.01.")] = None,
+    importer: Annotated[str | None, typer.Option("--importer", help="duty-paid: the importer of record.")] = None,
+    origin_country: Annotated[str | None, typer.Option("--origin-country",
+                                                       help="duty-paid: the country of origin.")] = None,
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
     ledger: LedgerOption = None,
@@ -84,7 +96,9 @@ def record(
     data = _data(kind, {"model": model, "site": site, "lot": lot, "port_of_entry": port_of_entry,
                         "waybill": waybill, "result": result, "country": country, "report": report,
                         "entry": entry, "entered_value": entered_value, "duty": duty, "consignee": consignee,
-                        "license": license_, "destination": destination})
+                        "license": license_, "destination": destination, "method": method,
+                        "certificate": certificate, "reason": reason, "hts": hts, "importer": importer,
+                        "origin_country": origin_country})
     serials = [values.check_serial(s) for s in serial or []]
     if serials_file is not None:
         serials += values.read_serials_file(serials_file)

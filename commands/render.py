@@ -217,7 +217,19 @@ def report_lines(report: reports.Report) -> list[str]:
         if not doc["customers"]:
             return [head, "no customers"]
         return [head, *table(_CUSTOMER_COLUMNS, _customer_rows(doc["customers"]))]
-    lines = [head, f"{count(doc['total'], 'unit')} by current step:"]
+    if report.name == "volume":
+        if not doc["periods"]:
+            return [head, "no U.S. volume declared"]
+        over = sum(1 for p in doc["periods"] if p["over"])
+        blank = "-"
+        rows = [(p["model"], p["from"], p["until"], p["us_units"],
+                 blank if p["limit"] is None else p["limit"], p["exported"],
+                 blank if p["over"] is None else p["over"], p["index"]) for p in doc["periods"]]
+        note = ("the policy has no volume rule: no limits" if all(p["limit"] is None for p in doc["periods"])
+                else f"{over} period(s) over the limit")
+        return [head, *table(("model", "from", "until", "U.S. units", "limit", "exported", "over", "index"),
+                             rows), note]
+    lines = [head, f"{count(doc['total'], 'unit')} by current step (a terminal step counts as the last):"]
     lines += table(("step", "units"), list(doc["steps"].items()))
     if doc["overdue"]:
         lines.append(f"{len(doc['overdue'])} overdue (oldest first):")

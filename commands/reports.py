@@ -55,7 +55,7 @@ def replay(
 
 
 def report(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="compliance, duty, customers, units, or html.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="compliance, duty, customers, units, volume, or html.")],
     file: Annotated[Path | None, typer.Argument(metavar="[FILE]", help="html only: the page to write.")] = None,
     until: UntilOption = None,
     json_out: JsonOption = False,
@@ -63,7 +63,7 @@ def report(
     db: DbOption = None,
     ledger: LedgerOption = None,
 ) -> None:
-    """A compliance, duty, customers or units report, now or as of --until; `report html FILE` writes them
+    """A compliance, duty, customers, units or volume report, now or as of --until; `report html FILE` writes them
     all as one self-contained page."""
     if name == "html":
         if json_out or csv_out:

@@ -32,7 +32,7 @@ from ledger.errors import (
 )
 from ledger.keys import PrivateKey
 from ledger.policy import duty_due, parse_policy
-from ledger.state import DutyEntry, Finding, State, UnitState
+from ledger.state import DutyEntry, Finding, Period, State, UnitState, Volume
 from ledger.statement import (
     MAX_WIRE_BYTES,
     ZERO_HASH,
@@ -177,7 +177,10 @@ class Batch:
                         customers=copy.deepcopy(self.state.customers),
                         units={s: UnitState.from_row(units[s].to_row()) for s in statement.serials
                                if s in units},
-                        duty={entry: DutyEntry.from_row(duty[entry].to_row())} if entry in duty else {})
+                        duty={entry: DutyEntry.from_row(duty[entry].to_row())} if entry in duty else {},
+                        periods={k: Period.from_row(p.to_row()) for k, p in self.state.periods.items()},
+                        volume={m: Volume.from_row(v.to_row()) for m, v in self.state.volume.items()}
+                        if statement.kind == "re_exported" else {})
         return fold.apply(scratch, self.size, statement)
 
     def add(self, statement: Statement, *, verified: bytes | None = None) -> list[Finding]:
@@ -232,6 +235,17 @@ class Recorded:
     def __post_init__(self) -> None:
         if not self.statements:
             object.__setattr__(self, "statements", (self.statement,))
+
+
+def us_volume_data(model: str, start: int, until: int, us_units: int) -> dict[str, Any]:
+    """The `data` of a `us_volume_reported` declaration; `BadInput` for an empty period or no model."""
+    if not model:
+        raise BadInput("--model must not be empty")
+    if until <= start:
+        raise BadInput("--until must be after --from (the period [from, until) would be empty)")
+    if us_units < 0:
+        raise BadInput(f"--units must be at least 0, not {us_units}")
+    return {"model": model, "from": start, "until": until, "us_units": us_units}
 
 
 def _runs(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any],

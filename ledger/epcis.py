@@ -16,8 +16,14 @@ Mapping (CBV 2.0 bare words where the CBV has a fitting value, project URIs wher
 | `duty_paid`     | TransactionEvent | ADD     | `BIZSTEP_DUTY_COLLECTION` | (none)                          |
 | `re_exported`   | ObjectEvent      | OBSERVE | `departing`               | `in_transit`                    |
 | `received`      | ObjectEvent      | OBSERVE | `receiving`               | `in_progress`                   |
+| `located`       | ObjectEvent      | OBSERVE | `cycle_counting`          | `in_progress`                   |
+| `destroyed`     | ObjectEvent      | DELETE  | `destroying`              | `destroyed`                     |
+| `withdrawn`     | ObjectEvent      | OBSERVE | `void_shipping`           | `returned`                      |
 
-(`inspected`: `conformant` when `result` is `pass`, `non_conformant` when it is `fail`.) Other slots:
+(`inspected`: `conformant` when `result` is `pass`, `non_conformant` when it is `fail`. `located` is a
+periodic count of what is where, the unit still in use as after `received`; `destroyed` ends the EPC's
+life, hence DELETE; `withdrawn` declares that the unit will not be shipped on as the export flow said,
+and goes back (to the U.S. market, or to its maker).) Other slots:
 
 | kind            | other EPCIS slots                                                                    |
 |-----------------|--------------------------------------------------------------------------------------|
@@ -27,6 +33,11 @@ Mapping (CBV 2.0 bare words where the CBV has a fitting value, project URIs wher
 | `duty_paid`     | bizTransactionList `BTT_CUSTOMS_ENTRY`: `entry`                                      |
 | `re_exported`   | sourceList `owning_party`: the exporter; destinationList `owning_party`: `consignee` |
 | `received`      | readPoint, bizLocation: `site`; destinationList `owning_party`: the customer         |
+| `located`       | readPoint, bizLocation: `site`                                                       |
+| `destroyed`     | readPoint, bizLocation: `site`; bizTransactionList `cert`: `certificate`             |
+| `withdrawn`     | sourceList `owning_party`: the exporter                                              |
+
+Declarations (`us_volume_reported`) are not events either: they describe a period, not units.
 
 Every event has `epcList` = the statement's serials in `units` order; `eventTime` = `at` as RFC 3339 UTC
 (`…Z`, fractional seconds only when non-zero, no trailing zeros); `eventTimeZoneOffset` "+00:00"; and
@@ -41,15 +52,16 @@ statement: `custody:statementHash` (hex), `custody:logIndex`, `custody:kind`, `c
 `custody:prev` (each unit's `prev` hash in hex, in `epcList` order). Every `data` field also appears as
 stored under its own name (`custody:model`, `custody:lot`, `custody:port_of_entry`, `custody:waybill`,
 `custody:result`, `custody:country`, `custody:report`, `custody:entry`, `custody:entered_value`,
-`custody:duty`, `custody:consignee`, `custody:license`, `custody:destination`, `custody:site`), the
-ones that also fill an EPCIS slot included. So the canonical body, and from it the hash and the Ed25519
-signature, can be rebuilt and checked from one event alone.
+`custody:duty`, `custody:hts`, `custody:importer`, `custody:origin_country`, `custody:consignee`,
+`custody:license`, `custody:destination`, `custody:site`, `custody:method`, `custody:certificate`,
+`custody:reason`), the ones that also fill an EPCIS slot included. So the canonical body, and from it the
+hash and the Ed25519 signature, can be rebuilt and checked from one event alone.
 
 Identifiers are minted in the project's namespace, scoped by the ledger's origin, each path segment
 percent-encoded (RFC 3986 unreserved characters kept), e.g. for origin `custody.example/h200-cn`:
 `https://custody.example/id/unit/custody.example%2Fh200-cn/H200-0001` (unit),
 `…/id/party/<origin>/<participant id>`, `…/id/location/<origin>/<site or port>`,
-`…/id/bt/<origin>/<customs_entry|waybill|report>/<value>` (business transactions).
+`…/id/bt/<origin>/<customs_entry|waybill|report|certificate>/<value>` (business transactions).
 
 The output is deterministic: the same statements and `created` give the same bytes (ASCII only).
 """
@@ -83,6 +95,7 @@ BIZSTEP_DUTY_COLLECTION = VOC_NS + "bizstep/duty_collection"  # no CBV 2.0 bizSt
 BTT_CUSTOMS_ENTRY = VOC_NS + "btt/customs_entry"  # no CBV 2.0 BTT for a customs entry (e.g. CBP Form 7501)
 BTT_WAYBILL = "bol"  # CBV 2.0 BTT: bill of lading (an air waybill is one)
 BTT_REPORT = "testres"  # CBV 2.0 BTT: test results
+BTT_CERTIFICATE = "cert"  # CBV 2.0 BTT: a certificate (here, of destruction)
 
 # kind → (event type, action, bizStep, disposition or None); `inspected`'s disposition follows `result`.
 _STEPS: dict[str, tuple[str, str, str, str | None]] = {
@@ -92,6 +105,9 @@ _STEPS: dict[str, tuple[str, str, str, str | None]] = {
     "duty_paid": ("TransactionEvent", "ADD", BIZSTEP_DUTY_COLLECTION, None),
     "re_exported": ("ObjectEvent", "OBSERVE", "departing", "in_transit"),
     "received": ("ObjectEvent", "OBSERVE", "receiving", "in_progress"),
+    "located": ("ObjectEvent", "OBSERVE", "cycle_counting", "in_progress"),
+    "destroyed": ("ObjectEvent", "DELETE", "destroying", "destroyed"),
+    "withdrawn": ("ObjectEvent", "OBSERVE", "void_shipping", "returned"),
 }
 _INSPECTION_DISPOSITION = {"pass": "conformant", "fail": "non_conformant"}
 
@@ -154,7 +170,8 @@ def _ext(name: str) -> str:
 
 
 def epcis_event(index: int, statement: Statement, participant_of: ParticipantOf) -> dict[str, Any] | None:
-    """The EPCIS event of the custody step at log `index`, or None for an administrative statement.
+    """The EPCIS event of the custody step at log `index`, or None for a statement without units
+    (administrative, or a declaration).
 
     `participant_of` maps a signer key id to its participant id (None if unknown).
     """
@@ -207,6 +224,11 @@ def epcis_event(index: int, statement: Statement, participant_of: ParticipantOf)
         destinations.append({"type": "owning_party", "destination": party_uri(origin, data["consignee"])})
     elif statement.kind == "received" and participant is not None:
         destinations.append({"type": "owning_party", "destination": party_uri(origin, participant)})
+    elif statement.kind == "destroyed":
+        transactions.append({"type": BTT_CERTIFICATE,
+                             "bizTransaction": transaction_uri(origin, "certificate", data["certificate"])})
+    elif statement.kind == "withdrawn" and participant is not None:
+        sources.append({"type": "owning_party", "source": party_uri(origin, participant)})
     if transactions:
         event["bizTransactionList"] = transactions
     if sources:

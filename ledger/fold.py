@@ -14,7 +14,18 @@ import operator
 from collections.abc import Callable, Iterable
 
 from ledger.policy import Policy, duty_due, parse_policy
-from ledger.state import STAGE, Customer, DutyEntry, Finding, KeyInfo, Participant, State, UnitState
+from ledger.state import (
+    STAGE,
+    Customer,
+    DutyEntry,
+    Finding,
+    KeyInfo,
+    Participant,
+    Period,
+    State,
+    UnitState,
+    Volume,
+)
 from ledger.statement import Statement, key_id
 
 US_PER_DAY = 86_400 * 1_000_000
@@ -138,17 +149,22 @@ def _fabricated(state: State, index: int, statement: Statement, out: list[Findin
 
 def _moved(state: State, index: int, statement: Statement, out: list[Finding],
            repeated: Callable[[UnitState], bool] | None = None) -> list[UnitState]:
-    """Move each unit of a step other than `fabricated` to the statement, flagging what the stages say
+    """Move each unit of a staged step (not `fabricated`) to the statement, flagging what the stages say
     (`repeated`: the unit already took this step, which may happen once); returns the units' records.
 
-    What each kind adds is done by its own function afterwards, on the records returned."""
+    After `received` only `located` (stage 6, which needs it) may follow; after a terminal step every
+    step is `AFTER_TERMINAL` instead of out of order. What each kind adds is done by its own function
+    afterwards, on the records returned."""
     kind = statement.kind
     stage = STAGE[kind]
     routed = stage >= 3  # a step that needs the unit shipped to the US first
+    locating = kind == "located"  # needs `received`, where every other step is out of order after it
     records = list(map(state.units.__getitem__, map(_SERIAL, statement.units)))
     head, at = statement.hash, statement.at
     for unit in records:
-        if unit.received or stage < unit.stage or (repeated is not None and repeated(unit)):
+        if unit.terminal is not None:
+            _flag(state, out, unit, unit.serial, "AFTER_TERMINAL", index, f"{kind} after {unit.terminal}")
+        elif unit.received is not locating or stage < unit.stage or (repeated is not None and repeated(unit)):
             _flag(state, out, unit, unit.serial, "OUT_OF_ORDER", index, f"{kind} after {unit.step}")
         if routed and not unit.shipped:
             _flag(state, out, unit, unit.serial, "NOT_ROUTED_VIA_US", index, f"{kind} without shipped_to_us")
@@ -195,6 +211,9 @@ def _inspected(state: State, index: int, statement: Statement, out: list[Finding
 
 def _duty_paid(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
     underpaid, undervalued = _enter_duty(state, statement)
+    lines, hts = state.policy.hts_lines, statement.data.get("hts")
+    tariff = f"tariff line {hts} is not one of {', '.join(lines) or 'none'}" if (
+        lines is not None and hts is not None and hts not in lines) else ""
     records = _moved(state, index, statement, out)
     for unit in records:
         unit.duty_paid = True
@@ -202,13 +221,25 @@ def _duty_paid(state: State, index: int, statement: Statement, out: list[Finding
             _flag(state, out, unit, unit.serial, "UNDERPAID_DUTY", index, underpaid)
         if undervalued:
             _flag(state, out, unit, unit.serial, "UNDERVALUED_ENTRY", index, undervalued)
+        if tariff:
+            _flag(state, out, unit, unit.serial, "WRONG_TARIFF_LINE", index, tariff)
     return _serials_of(records)
 
 
 def _re_exported(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
-    consignee: str = statement.data["consignee"]
+    data, policy = statement.data, state.policy
+    consignee: str = data["consignee"]
     customer = state.customers.get(consignee)
     in_force = customer is not None and customer.in_force(statement.at)  # unchanged within a statement
+    license_ = destination = ""
+    if policy.consignee_checks:
+        if customer is not None and in_force and data["license"] != customer.license:
+            license_ = f"licence {data['license']} is not {consignee}'s approved licence {customer.license}"
+        registered = state.participants.get(consignee)
+        if registered is not None and data["destination"] != registered.country:
+            destination = f"shipped to {data['destination']}, {consignee} is registered in {registered.country}"
+    destinations = policy.volume_destinations
+    counting = destinations is not None and data["destination"] in destinations
     records = _moved(state, index, statement, out, _EXPORTED)
     for unit in records:
         serial = unit.serial
@@ -223,9 +254,42 @@ def _re_exported(state: State, index: int, statement: Statement, out: list[Findi
                 customer.over_cap += 1
                 _flag(state, out, unit, serial, "CAP_EXCEEDED", index,
                       f"unit {customer.consigned} for {consignee}, cap {customer.cap}")
+        if license_:
+            _flag(state, out, unit, serial, "LICENSE_MISMATCH", index, license_)
+        if destination:
+            _flag(state, out, unit, serial, "DESTINATION_MISMATCH", index, destination)
+        if counting:
+            _count_export(state, index, statement.at, unit, out)
         unit.exported = True
         unit.consignee = consignee
     return _serials_of(records)
+
+
+def _count_export(state: State, index: int, at: int, unit: UnitState, out: list[Finding]) -> None:
+    """DESIGN.md `VOLUME_RATIO_EXCEEDED`: a re-export of `unit` to a volume destination at `at`, counted
+    for its model (by its `fabricated`) in every declared period of that model that `at` falls in and
+    that has not counted the unit yet; flagged where the count goes beyond the period's limit."""
+    model, earlier = unit.model, unit.exports
+    volume = state.volume.get(model)
+    if volume is None:
+        volume = state.volume[model] = Volume()
+    if earlier:
+        volume.again.append((unit.serial, at, earlier))
+    else:
+        volume.first[at] = volume.first.get(at, 0) + 1
+    unit.exports = (*earlier, at)
+    if not state.periods:
+        return
+    for period in state.periods.values():
+        if (period.model != model or not period.start <= at < period.until
+                or any(period.start <= e < period.until for e in earlier)):
+            continue
+        period.exported += 1
+        limit = period.limit(state.policy)
+        if limit is not None and period.exported > limit:
+            _flag(state, out, unit, unit.serial, "VOLUME_RATIO_EXCEEDED", index,
+                  f"unit {period.exported} of {model} exported in the period declared at index "
+                  f"{period.index}, limit {limit}")
 
 
 def _received(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
@@ -245,10 +309,97 @@ def _received(state: State, index: int, statement: Statement, out: list[Finding]
         elif unit.consignee != signer_party:
             _flag(state, out, unit, serial, "DIVERSION", index,
                   f"received by {signer_party}, consigned to {unit.consignee}")
-        if receiver is not None and not unit.received:
-            receiver.received += 1
+        if not unit.received:
+            if receiver is not None:
+                receiver.received += 1
+            unit.receiver = signer_party
         unit.received = True
+        unit.attested_at, unit.attested_index = statement.at, index
     return _serials_of(records)
+
+
+def _located(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    """Stage 6: the customer attests where the unit is (repeats); its country must be the signer's."""
+    signer_party = state.participant_of(statement.signer)
+    registered = state.participants.get(signer_party or "")
+    country = statement.data["country"]
+    mismatch = ""
+    if registered is not None and country != registered.country:
+        mismatch = f"located in {country}, {signer_party} is registered in {registered.country}"
+    records = _moved(state, index, statement, out)
+    for unit in records:
+        if mismatch:
+            _flag(state, out, unit, unit.serial, "LOCATION_MISMATCH", index, mismatch)
+        if unit.received and unit.receiver != signer_party:
+            _flag(state, out, unit, unit.serial, "DIVERSION", index,
+                  f"located by {signer_party}, received by {unit.receiver}")
+        unit.attested_at, unit.attested_index = statement.at, index
+    return _serials_of(records)
+
+
+def _ended(state: State, index: int, statement: Statement, out: list[Finding]) -> list[UnitState]:
+    """Move each unit to a terminal step: no stage, never out of order or unrouted itself, but
+    `AFTER_TERMINAL` on a unit whose journey already ended; the first terminal step is the unit's end."""
+    kind = statement.kind
+    records = list(map(state.units.__getitem__, map(_SERIAL, statement.units)))
+    head, at = statement.hash, statement.at
+    for unit in records:
+        if unit.terminal is not None:
+            _flag(state, out, unit, unit.serial, "AFTER_TERMINAL", index, f"{kind} after {unit.terminal}")
+        else:
+            unit.terminal = kind
+        unit.head = head
+        unit.at = at
+        unit.index = index
+        unit.step = kind
+        unit.links += 1
+    return records
+
+
+def _destroyed(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    signer_party = state.participant_of(statement.signer)
+    registered = state.participants.get(signer_party or "")
+    by_customer = registered is not None and "customer" in registered.roles
+    records = _ended(state, index, statement, out)
+    if by_customer:
+        for unit in records:
+            if unit.received and unit.receiver != signer_party:
+                _flag(state, out, unit, unit.serial, "DIVERSION", index,
+                      f"destroyed by {signer_party}, received by {unit.receiver}")
+    return _serials_of(records)
+
+
+def _withdrawn(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    records = _ended(state, index, statement, out)
+    for unit in records:
+        if unit.exported and not unit.received:
+            _flag(state, out, unit, unit.serial, "DIVERSION", index,
+                  f"withdrawn after re-export to {unit.consignee}, never received")
+    return _serials_of(records)
+
+
+# --- declarations: a participant's statement without units -------------------------------------------
+
+
+def _us_volume_reported(state: State, index: int, statement: Statement, out: list[Finding]) -> Serials:
+    """The U.S. volume of a (`model`, `from`, `until`): the later declaration replaces the earlier; flagged
+    (serial null) when the period is already exceeded as it is logged."""
+    data = statement.data
+    model, start, until = data["model"], data["from"], data["until"]
+    period = state.periods.get((model, start, until))
+    if period is None:
+        volume = state.volume.get(model)
+        exported = volume.count(start, until) if volume is not None else 0
+        period = state.periods[(model, start, until)] = Period(model, start, until, data["us_units"], index,
+                                                               exported)
+    else:
+        period.us_units, period.index = data["us_units"], index
+    limit = period.limit(state.policy)
+    if limit is not None and period.exported > limit:
+        _flag(state, out, None, None, "VOLUME_RATIO_EXCEEDED", index,
+              f"{period.exported} units of {model} exported in the period, limit {limit} "
+              f"({period.us_units} to U.S. customers)")
+    return ()
 
 
 def _before_release(state: State, unit: UnitState, index: int, out: list[Finding], what: str) -> None:
@@ -302,6 +453,10 @@ FOLDS: dict[str, Fold] = {
     "duty_paid": _duty_paid,
     "re_exported": _re_exported,
     "received": _received,
+    "located": _located,
+    "destroyed": _destroyed,
+    "withdrawn": _withdrawn,
+    "us_volume_reported": _us_volume_reported,
 }
 
 
@@ -336,7 +491,7 @@ def overdue(state: State, as_of: int, policy: Policy | None = None) -> list[Find
     policy = policy or state.policy
     late: list[Finding] = []
     for unit in state.units.values():
-        if unit.received:
+        if unit.received or unit.terminal is not None:
             continue
         days = policy.overdue_days.get(unit.step)
         if days is None:
@@ -347,3 +502,29 @@ def overdue(state: State, as_of: int, policy: Policy | None = None) -> list[Find
                                 f"waiting at {unit.step} for {waited // US_PER_DAY} days (limit {days})"))
     late.sort(key=lambda f: (state.units[f.serial or ""].at, f.index, f.serial or ""))
     return late
+
+
+def attestation_overdue(state: State, as_of: int, policy: Policy | None = None) -> list[Finding]:
+    """DESIGN.md `ATTESTATION_OVERDUE`: received units whose latest `received` or `located` is older than
+    the latest policy's `attestation_days` (none without that key); terminal units never. Oldest first."""
+    policy = policy or state.policy
+    days = policy.attestation_days
+    if days is None:
+        return []
+    late: list[tuple[int, Finding]] = []
+    limit = days * US_PER_DAY
+    for unit in state.units.values():
+        at, index = unit.attested_at, unit.attested_index
+        if not unit.received or unit.terminal is not None or at is None or index is None:
+            continue
+        waited = as_of - at
+        if waited > limit:
+            late.append((at, Finding("ATTESTATION_OVERDUE", unit.serial, index,
+                                     f"no location attested for {waited // US_PER_DAY} days (limit {days})")))
+    late.sort(key=lambda t: (t[0], t[1].index, t[1].serial or ""))
+    return [f for _, f in late]
+
+
+def timed(state: State, when: int, policy: Policy | None = None) -> list[Finding]:
+    """The findings that depend on the report time, not on the log: `OVERDUE`, then `ATTESTATION_OVERDUE`."""
+    return [*overdue(state, when, policy), *attestation_overdue(state, when, policy)]

@@ -37,6 +37,15 @@ _KEYS: dict[str, str] = {
     "inspection_country": "country",
     "overdue_days": "days",
 }
+# Optional keys (DESIGN.md): a rule whose key is absent is not checked, so older policies read the same.
+_OPTIONAL_KEYS: dict[str, str] = {
+    "consignee_checks": "bool",
+    "hts_lines": "strings",
+    "volume_ratio_bp": "int",
+    "volume_destinations": "countries",
+    "attestation_days": "int",
+}
+_TOGETHER = ("volume_ratio_bp", "volume_destinations")  # both or neither
 
 
 @dataclass(frozen=True)
@@ -51,17 +60,32 @@ class Policy:
     inspection_country: str
     overdue_days: Mapping[str, int]
     source: str
+    consignee_checks: bool = False  # LICENSE_MISMATCH and DESTINATION_MISMATCH
+    hts_lines: tuple[str, ...] | None = None  # WRONG_TARIFF_LINE; None: not checked
+    volume_ratio_bp: int | None = None  # VOLUME_RATIO_EXCEEDED, with volume_destinations
+    volume_destinations: tuple[str, ...] | None = None
+    attestation_days: int | None = None  # ATTESTATION_OVERDUE
 
     def __post_init__(self) -> None:
         # Freeze whatever the caller passed, so a Policy built by hand is as immutable as a parsed one.
         object.__setattr__(self, "allowed_models", tuple(self.allowed_models))
         object.__setattr__(self, "approved_foundries", tuple(self.approved_foundries))
         object.__setattr__(self, "overdue_days", types.MappingProxyType(dict(self.overdue_days)))
+        for name in ("hts_lines", "volume_destinations"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def volume_checked(self) -> bool:
+        """Whether the 50 % volume rule applies (both of its keys are present)."""
+        return self.volume_ratio_bp is not None and self.volume_destinations is not None
 
     def __hash__(self) -> int:
         return hash((self.name, self.duty_rate_bp, self.allowed_models, self.approved_foundries,
                      self.min_unit_value_cents, self.inspection_country,
-                     tuple(sorted(self.overdue_days.items())), self.source))
+                     tuple(sorted(self.overdue_days.items())), self.source, self.consignee_checks,
+                     self.hts_lines, self.volume_ratio_bp, self.volume_destinations, self.attestation_days))
 
 
 def duty_due(policy: Policy, entered_value_cents: int) -> int:
@@ -123,6 +147,16 @@ def _check(where: str, key: str, kind: str, value: object) -> Any:
         return value
     if kind == "days":
         return _check_days(where, value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise PolicyInvalid(f"{where}: {key} must be true or false")
+        return value
+    if kind == "countries":
+        countries = _check_strings(where, key, value, ids=False)
+        for country in countries:
+            if COUNTRY_PATTERN.fullmatch(country) is None:
+                raise PolicyInvalid(f"{where}: {key} must list ISO 3166 alpha-2 codes ({country!r:.20} is not)")
+        return countries
     raise AssertionError(kind)  # pragma: no cover - a typo in _KEYS
 
 
@@ -134,12 +168,16 @@ def _parse(text: str, where: str) -> Policy:
     except (ValueError, RecursionError) as e:
         raise PolicyInvalid(f"{where}: not valid TOML: {_one_line(str(e)) or type(e).__name__}") from e
     for key in document:
-        if key not in _KEYS:
+        if key not in _KEYS and key not in _OPTIONAL_KEYS:
             raise PolicyInvalid(f"{where}: unknown key {quoted(key)}")
     for key in _KEYS:
         if key not in document:
             raise PolicyInvalid(f"{where}: missing key {key!r}")
+    if (_TOGETHER[0] in document) != (_TOGETHER[1] in document):
+        raise PolicyInvalid(f"{where}: {_TOGETHER[0]} and {_TOGETHER[1]} go together (both or neither)")
     values = {key: _check(where, key, kind, document[key]) for key, kind in _KEYS.items()}
+    values.update({key: _check(where, key, kind, document[key]) for key, kind in _OPTIONAL_KEYS.items()
+                   if key in document})
     return Policy(**values, source=text)
 
 

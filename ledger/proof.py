@@ -289,8 +289,9 @@ def _decode_or_none(wire: bytes) -> Statement | None:
 def select_statements(steps: dict[int, Statement], authority: Sequence[tuple[int, Statement]]) -> set[int]:
     """The log indices a unit's proof carries (README "Per-unit proofs" "Which statements").
 
-    The unit's steps; the genesis; every registration of the participants that signed a step, and every
-    approval or suspension of the consignees it was re-exported to, logged before its newest step; the
+    The unit's steps; the genesis; every registration of the participants that signed a step or that
+    it was re-exported to (`DESTINATION_MISMATCH` compares a consignee's registered country), and every
+    approval or suspension of those consignees, logged before its newest step; the
     policy in force for each step; and every revocation, anywhere below the checkpoint, of a key that
     signed a statement of the proof (to a fixpoint, as revocations are signed too).
     """
@@ -305,7 +306,7 @@ def select_statements(steps: dict[int, Statement], authority: Sequence[tuple[int
     for index, st in authority:
         if index >= newest:
             continue
-        if ((st.kind == "participant_registered" and st.data["id"] in parties)
+        if ((st.kind == "participant_registered" and (st.data["id"] in parties or st.data["id"] in consignees))
                 or (st.kind in ("customer_approved", "customer_suspended") and st.data["id"] in consignees)):
             chosen.add(index)
     policies = [index for index, st in authority if st.kind == "policy_issued"]

@@ -17,8 +17,8 @@ from ledger import fold, views
 from ledger import replay as replaying
 from ledger.errors import BadInput
 from ledger.policy import Policy
-from ledger.state import CODES, Customer, DutyEntry, Finding, State
-from ledger.statement import STEPS
+from ledger.state import CODES, Customer, DutyEntry, Finding, Period, State
+from ledger.statement import CUSTODY_STEPS
 from ledger.store import Store
 from ledger.values import MICROS_PER_DAY, format_time
 
@@ -38,8 +38,9 @@ class Report:
 
 
 def findings_as_of(state: State, as_of: int) -> list[Finding]:
-    """Every finding of the log plus `OVERDUE` as of `as_of`, grouped by code (DESIGN's order), then index."""
-    found = [*state.findings, *fold.overdue(state, as_of)]
+    """Every finding of the log plus `OVERDUE` and `ATTESTATION_OVERDUE` as of `as_of`, grouped by code
+    (DESIGN's order), then index."""
+    found = [*state.findings, *fold.timed(state, as_of)]
     found.sort(key=lambda f: (_CODE_ORDER.get(f.code, len(CODES)), f.index, f.serial or ""))
     return found
 
@@ -117,9 +118,10 @@ def customers(state: State, as_of: int, log_size: int | None = None) -> Report:
 
 
 def units_by_step(state: State) -> dict[str, int]:
-    """Units per current step (their latest statement's kind), every step listed."""
-    seen = Counter(u.step for u in state.units.values())
-    return {step: seen[step] for step in STEPS}
+    """Units per step, every custody step listed: under its terminal step if it has one (DESIGN.md
+    "`report units` counts each unit under its terminal step if it has one, else under its latest step")."""
+    seen = Counter(u.terminal or u.step for u in state.units.values())
+    return {step: seen[step] for step in CUSTODY_STEPS}
 
 
 def overdue_json(state: State, as_of: int) -> list[dict[str, Any]]:
@@ -172,8 +174,27 @@ def from_document(name: str, as_of: int, document: dict[str, Any]) -> Report:
     return Report(name, as_of, int(document["log_size"]), document, columns, tuple(rows))
 
 
+def period_json(period: Period, policy: Policy) -> dict[str, Any]:
+    limit = period.limit(policy)
+    return {"model": period.model, "from": format_time(period.start), "until": format_time(period.until),
+            "us_units": period.us_units, "limit": limit, "exported": period.exported,
+            "over": max(0, period.exported - limit) if limit is not None else None, "index": period.index}
+
+
+def volume(state: State, as_of: int, log_size: int | None = None) -> Report:
+    """DESIGN.md `report volume`: each declared period (the latest declaration of its model, from and
+    until), the units exported in it and the limit under the latest policy, ascending by from, then model."""
+    size = state.size if log_size is None else log_size
+    periods = sorted(state.periods.values(), key=lambda p: (p.start, p.model, p.until))
+    listed = [period_json(p, state.policy) for p in periods]
+    document = {"as_of": format_time(as_of), "log_size": size, "periods": listed}
+    columns = ("model", "from", "until", "us_units", "limit", "exported", "over", "index")
+    rows = tuple(tuple(p[k] if p[k] is not None else "" for k in columns) for p in listed)
+    return Report("volume", as_of, size, document, columns, rows)
+
+
 REPORTS: dict[str, Callable[[State, int, int | None], Report]] = {
-    "compliance": compliance, "duty": duty, "customers": customers, "units": units}
+    "compliance": compliance, "duty": duty, "customers": customers, "units": units, "volume": volume}
 
 
 def check_name(name: str) -> str:
@@ -184,7 +205,7 @@ def check_name(name: str) -> str:
 
 
 def build(name: str, state: State, as_of: int, log_size: int | None = None) -> Report:
-    """The report called `name` (compliance, duty, customers, units) of `state` as of `as_of`."""
+    """The report called `name` (compliance, duty, customers, units, volume) of `state` as of `as_of`."""
     return REPORTS[check_name(name)](state, as_of, log_size)
 
 

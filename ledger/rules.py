@@ -23,7 +23,7 @@ from ledger.errors import (
 )
 from ledger.policy import parse_policy
 from ledger.state import State
-from ledger.statement import ADMIN_KINDS, STEP_ROLE, ZERO_HASH, Statement, key_id, verify_signature
+from ledger.statement import ADMIN_KINDS, KIND_ROLES, ZERO_HASH, Statement, key_id, verify_signature
 
 MAX_CLOCK_SKEW_US = 5 * 60 * 1_000_000  # DESIGN.md: `at` at most 5 minutes ahead of the real clock
 
@@ -80,10 +80,11 @@ def check_signer(state: State, statement: Statement, index: int) -> bytes:
         if not info.authority:
             raise RoleMissing(f"{kind} needs a genesis authority key", index)
     else:
-        role = STEP_ROLE[kind]
+        roles = KIND_ROLES[kind]
         participant = state.participants.get(info.participant or "")
-        if participant is None or role not in participant.roles:
-            raise RoleMissing(f"participant {info.participant} lacks the role {role!r} for {kind}", index)
+        if participant is None or roles.isdisjoint(participant.roles):
+            wanted = " or ".join(repr(role) for role in sorted(roles))
+            raise RoleMissing(f"participant {info.participant} lacks the role {wanted} for {kind}", index)
     return info.public
 
 

@@ -30,12 +30,24 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 COUNTRY_PATTERN = re.compile(r"[A-Z]{2}")
 KEY_ID_PATTERN = re.compile(r"[0-9a-f]{64}")
 
-STEPS = ("fabricated", "shipped_to_us", "inspected", "duty_paid", "re_exported", "received")
+STEPS = ("fabricated", "shipped_to_us", "inspected", "duty_paid", "re_exported", "received")  # the flow
+TERMINAL_STEPS = ("destroyed", "withdrawn")  # DESIGN.md: no stage; they end a unit's journey
+CUSTODY_STEPS = (*STEPS, "located", *TERMINAL_STEPS)  # every kind that covers units
+DECLARATIONS = ("us_volume_reported",)  # signed by a participant, no units
 ADMIN_KINDS = ("ledger_opened", "participant_registered", "key_revoked", "customer_approved",
                "customer_suspended", "policy_issued")
-KINDS = STEPS + ADMIN_KINDS
+UNITLESS_KINDS = DECLARATIONS + ADMIN_KINDS
+KINDS = CUSTODY_STEPS + UNITLESS_KINDS
 ROLES = ("fab", "carrier", "inspector", "customs", "exporter", "customer")
-STEP_ROLE = dict(zip(STEPS, ROLES, strict=True))
+STEP_ROLE = dict(zip(STEPS, ROLES, strict=True))  # the one role of each flow step
+# Who may sign each participant kind (DESIGN.md "Statement kinds"): the flow steps' one role, and the rest.
+KIND_ROLES: dict[str, frozenset[str]] = {
+    **{kind: frozenset({role}) for kind, role in STEP_ROLE.items()},
+    "located": frozenset({"customer"}),
+    "destroyed": frozenset({"fab", "inspector", "exporter", "customer"}),
+    "withdrawn": frozenset({"exporter"}),
+    "us_volume_reported": frozenset({"exporter"}),
+}
 _Raw = tuple[str, str, int, str, tuple[tuple[str, bytes], ...], dict[str, Any]]  # `Fields`, as a plain tuple
 
 
@@ -58,6 +70,10 @@ _REQUIRED: dict[str, dict[str, str]] = {
     "duty_paid": {"entry": "str", "entered_value": "int", "duty": "int"},
     "re_exported": {"consignee": "id", "license": "str", "destination": "country"},
     "received": {"site": "str"},
+    "located": {"site": "str", "country": "country", "method": "str"},
+    "destroyed": {"method": "str", "site": "str", "certificate": "str"},
+    "withdrawn": {"reason": "str", "destination": "country"},
+    "us_volume_reported": {"model": "str", "from": "time", "until": "time", "us_units": "int"},
     "ledger_opened": {"authorities": "keys", "operator": "key", "policy": "str"},
     "participant_registered": {"id": "id", "name": "str", "country": "country", "roles": "roles",
                                "key": "key"},
@@ -66,12 +82,25 @@ _REQUIRED: dict[str, dict[str, str]] = {
     "customer_suspended": {"id": "id", "reason": "str"},
     "policy_issued": {"policy": "str"},
 }
-_OPTIONAL: dict[str, dict[str, str]] = {"customer_approved": {"valid_until": "time"}}
+_OPTIONAL: dict[str, dict[str, str]] = {
+    "customer_approved": {"valid_until": "time"},
+    "duty_paid": {"hts": "str", "importer": "str", "origin_country": "country"},
+}
+
+
+_CUSTODY_STEPS = frozenset(CUSTODY_STEPS)
+_ACROSS = frozenset({"us_volume_reported"})  # kinds with a rule between fields (_check_across)
+_UNITLESS = frozenset(UNITLESS_KINDS)
 
 
 def data_fields(kind: str) -> tuple[str, ...]:
     """The required `data` fields of `kind`, in DESIGN.md's table order."""
     return tuple(_REQUIRED[kind])
+
+
+def optional_fields(kind: str) -> tuple[str, ...]:
+    """The optional `data` fields of `kind`, in DESIGN.md's table order."""
+    return tuple(_OPTIONAL.get(kind, {}))
 
 
 def key_id(public_key: bytes) -> str:
@@ -113,7 +142,7 @@ class Statement(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def is_step(self) -> bool:
-        return bool(self.units) or self.kind in STEP_ROLE
+        return bool(self.units) or self.kind in _CUSTODY_STEPS
 
 
 def valid_id(text: object) -> bool:
@@ -164,12 +193,19 @@ def check_data(kind: str, data: object) -> None:
     for name, kind_of in optional.items():
         if name in data:
             _check_field(kind, name, kind_of, data[name])
+    _check_across(kind, data)
+
+
+def _check_across(kind: str, data: Mapping[str, Any]) -> None:
+    """The rules between fields: a volume declaration's period must not be empty (DESIGN.md)."""
+    if kind == "us_volume_reported" and data["until"] <= data["from"]:
+        raise EncodingInvalid(f"{kind}: until is not after from")
 
 
 def _check_units(kind: str, units: object) -> tuple[tuple[str, bytes], ...]:
     if not isinstance(units, list):
         raise EncodingInvalid("units is not a list")
-    if kind in ADMIN_KINDS:
+    if kind in _UNITLESS:
         if units:
             raise EncodingInvalid(f"{kind} must have no units")
         return ()
@@ -296,7 +332,7 @@ def _structure(kind: str) -> tuple[type[msgspec.Struct], _Kind]:
         else:
             fields.append((name, _FIELD_TYPES[optional[name]] | msgspec.UnsetType, msgspec.UNSET))
     data = msgspec.defstruct(f"_{kind}", fields, forbid_unknown_fields=True, gc=False)
-    step = kind not in ADMIN_KINDS
+    step = kind not in _UNITLESS
     units = Annotated[tuple[tuple[str, _Hash], ...], msgspec.Meta(min_length=1) if step else msgspec.Meta(max_length=0)]
     body = msgspec.defstruct(f"_{kind}_body", [
         ("at", _Count),
@@ -354,6 +390,8 @@ def _well_formed(body: bytes) -> _Raw | None:
                 return None
         if len(units) > 1 and len({serial for serial, _ in units}) != len(units):
             return None
+    if kind in _ACROSS and data["until"] <= data["from"]:  # _check_across, inline
+        return None
     # The one encoding check, of the body and its data at once.
     if _ENCODE_SORTED(obj) != body:
         return None

@@ -143,6 +143,14 @@ def next_midnight(micros: int) -> int:
     return (micros // MICROS_PER_DAY + 1) * MICROS_PER_DAY
 
 
+def parse_period_end(text: str) -> int:
+    """The end of a period given on the command line: a bare date means the next midnight UTC (the whole
+    day is in), a date and time means that time (DESIGN.md `declare us-volume --until`)."""
+    micros = parse_time(text)
+    match = _TIME.fullmatch(text)
+    return next_midnight(micros) if match is not None and match["hour"] is None else micros
+
+
 # --- money --------------------------------------------------------------------------------------------
 
 

@@ -283,7 +283,7 @@ class Verifier:
     def report(self, checks: Sequence[str]) -> Report:
         findings = list(self.state.findings)
         if not self.failures and self.state.operator is not None:
-            findings += fold.overdue(self.state, self.options.as_of)
+            findings += fold.timed(self.state, self.options.as_of)
         findings.sort(key=lambda f: (f.index, f.serial or "", f.code))
         intact = self.failure_count == 0
         return Report(intact=intact, compliant=intact and not findings, log_size=self.size,

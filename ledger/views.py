@@ -15,7 +15,7 @@ from typing import Any
 
 from ledger import driver, parallel
 from ledger.errors import Conflict, IntegrityError, StoreError
-from ledger.state import Customer, DutyEntry, Finding, State, UnitState
+from ledger.state import VIEWS_VERSION, Customer, DutyEntry, Finding, State, UnitState
 from ledger.statement import Statement, key_id
 from ledger.store import Store, blob, unblob
 
@@ -32,6 +32,13 @@ def _load_authority(store: Store, state: State) -> None:
     state.size = position(store)
 
 
+def stale(store: Store) -> bool:
+    """Whether the stored views were written by an older version (`state.VIEWS_VERSION`): their rows lack
+    what the fold now keeps, so readers fold the log instead and writers rebuild them first."""
+    rows = store.query("SELECT row FROM custody_authority WHERE id = 1")
+    return bool(rows) and State.row_version(unblob(rows[0][0])) < VIEWS_VERSION
+
+
 def load_rows(store: Store, table: str, column: str, keys: Iterable[str]) -> list[Any]:
     return [unblob(r[0]) for r in store.query_in(f"SELECT row FROM {table} WHERE {{where}}", column,
                                                  sorted(set(keys)))]
@@ -46,6 +53,9 @@ def load_partial(store: Store, statements: Sequence[Statement], authority: State
     else:
         state.adopt_authority(authority)
         state.size = position(store)
+        rows = store.query("SELECT row FROM custody_authority WHERE id = 1")
+        if rows:
+            state.load_volume_row(unblob(rows[0][0]))
     state.customers = {r[0]: Customer.from_row(r)
                        for r in (unblob(x[0]) for x in store.query("SELECT row FROM custody_customers"))}
     serials: set[str] = set()
@@ -125,8 +135,9 @@ def load_full(store: Store) -> State:
 
 
 def current(store: Store, now_us: int) -> State:
-    """The state as of the whole log: the views plus, in memory, the statements beyond them."""
-    state = load_full(store)
+    """The state as of the whole log: the views plus, in memory, the statements beyond them (the whole
+    log, when the views are `stale`)."""
+    state = State(origin=store.origin) if stale(store) else load_full(store)
     fold_tail(store, state, now_us)
     return state
 
@@ -144,8 +155,11 @@ def catch_up(store: Store, now_us: int) -> tuple[State, int]:
     never read from view rows that a participant may edit; every statement beyond the views is checked
     against the hard rules, its signature included, before it is folded. Returns that checked state (its
     authority part is what the writer may rely on) and the log position it stands for. Raises the
-    `IntegrityError` of the first statement that breaks a rule, and writes nothing then.
+    `IntegrityError` of the first statement that breaks a rule, and writes nothing then. Views an older
+    version wrote are rebuilt first (`stale`).
     """
+    if stale(store):
+        rebuild(store, now_us, workers=1)
     start = position(store)
     size = store.size()
     try:

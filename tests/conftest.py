@@ -204,7 +204,8 @@ class Ledger:
         value = 20_000 * len(serials)
         self.record("duty-paid", "cbp", serials, "--entry", f"E-{serials[0]}", "--entered-value",
                     f"{value}.00", "--duty", f"{value // 4}.00", *when, ok=True)
-        self.record("re-exported", "nvidia", serials, "--consignee", customer, "--license", "LIC-1",
+        license_ = {"alibaba": "LIC-1", "bytedance": "LIC-2"}.get(customer, "LIC-1")  # the approval's
+        self.record("re-exported", "nvidia", serials, "--consignee", customer, "--license", license_,
                     "--destination", "CN", *when, ok=True)
         self.record("received", customer, serials, "--site", "Hangzhou", *when, ok=True)
 

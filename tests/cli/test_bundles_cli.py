@@ -194,7 +194,9 @@ def test_import_extends_a_prefix_and_equal_is_nothing_to_do(ledger: Ledger) -> N
     assert same.exit_code == 0 and "nothing to import" in same.stdout
     assert _export(ledger, "copy.bundle", db=target).read_bytes() == full.read_bytes()
     status, report = _verify_json(ledger.runner, "--db", target)
-    assert status == 0 and report["intact"]
+    # intact; as of 2030, the received unit's location attestation is overdue, nothing else is found
+    assert status == 3 and report["intact"]
+    assert {(f["code"], f["serial"]) for f in report["findings"]} == {("ATTESTATION_OVERDUE", "E1")}
 
 
 def test_import_of_an_equal_log_stores_the_missing_checkpoints(ledger: Ledger) -> None:

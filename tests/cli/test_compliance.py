@@ -28,6 +28,7 @@ PASS = ("--result", "pass", "--site", "San Jose", "--country", "US", "--report",
 TO_ALIBABA = ("--consignee", "alibaba", "--license", "LIC-1", "--destination", "CN")
 RECEIVED = ("--site", "Hangzhou")
 ALLOW = "--allow-violation"
+LICENSES = {"alibaba": "LIC-1", "bytedance": "LIC-2"}  # the approvals' licences (LICENSE_MISMATCH)
 
 
 def duty(serials: list[str], entry: str, *, value_per_unit: int = 20_000,
@@ -46,7 +47,7 @@ def build_ledger(directory: Path, url: str) -> Ledger:
         made.cli("participant", "add", pid, "--role", role, "--pubkey", made.pub(name), "--country", country,
                  "--key", made.key("authority"), ok=True)
     for customer, cap in (("alibaba", "100"), ("bytedance", "5")):
-        made.cli("customer", "approve", customer, "--cap", cap, "--license", "LIC", "--key",
+        made.cli("customer", "approve", customer, "--cap", cap, "--license", LICENSES[customer], "--key",
                  made.key("authority"), ok=True)
     return made
 

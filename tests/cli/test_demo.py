@@ -19,9 +19,10 @@ NOW = 1_780_000_000_000_000  # 2026-05-28
 
 def test_demo_runs_verifies_and_reports_each_injected_code(tmp_path: Path, runner: CliRunner) -> None:
     directory = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--units", "40", "--dir", str(directory)])
+    result = runner.invoke(app, ["demo", "--units", "80", "--dir", str(directory)])
     assert result.exit_code == 0, result.stderr
-    assert str(directory / "custody.db") in result.stdout and "injected violations:" in result.stdout
+    assert str(directory / "custody.db") in result.stdout and "injected violations" in result.stdout
+    assert "too few units" not in result.stdout
     assert "compliance report as of" in result.stdout
     for name in demo.KEY_NAMES:
         private = directory / "keys" / name
@@ -36,12 +37,29 @@ def test_demo_runs_verifies_and_reports_each_injected_code(tmp_path: Path, runne
     if (directory / "checkpoint.txt").exists():
         assert "checkpoint_root" in report["checks"]
     compliance = json.loads(runner.invoke(app, ["--db", db, "report", "compliance", "--json"]).stdout)
-    assert set(compliance["counts"]) == set(demo.INJECTED)  # each injected code, and nothing else
+    # each injected code (the story lines without a finding excepted) and the new ones of issue 17, and
+    # nothing else: every code DESIGN added for the regime shows
+    expected = (set(demo.INJECTED) | set(demo.STORY)) - set(demo.CLEAN_STORIES)
+    assert set(compliance["counts"]) == expected
+    assert {"LICENSE_MISMATCH", "DESTINATION_MISMATCH", "LOCATION_MISMATCH", "AFTER_TERMINAL",
+            "WRONG_TARIFF_LINE", "VOLUME_RATIO_EXCEEDED", "ATTESTATION_OVERDUE"} <= expected
     assert compliance["counts"]["DIVERSION"] == 2 and compliance["counts"]["CAP_EXCEEDED"] == 3
+    injected = {v.code: v for v in demo.plan(80, NOW).injected}
+    for f in compliance["findings"]:  # each finding on the units it was injected for
+        if f["code"] in injected and f["serial"] is not None:
+            assert f["serial"] in injected[f["code"]].serials, f
+    [volume_finding] = [f for f in compliance["findings"] if f["code"] == "VOLUME_RATIO_EXCEEDED"]
+    assert volume_finding["serial"] is None
     units = json.loads(runner.invoke(app, ["--db", db, "report", "units", "--json"]).stdout)
-    assert units["total"] == 40 and units["steps"]["received"] == 40 and units["overdue"] == []
+    scrapped, withdrawn = len(injected["SCRAPPED"].serials), len(injected["WITHDRAWN"].serials)
+    assert units["total"] == 80 and units["overdue"] == []
+    assert units["steps"]["destroyed"] == scrapped and units["steps"]["withdrawn"] == withdrawn
+    assert units["steps"]["received"] + units["steps"]["located"] == 80 - scrapped - withdrawn
+    volume = json.loads(runner.invoke(app, ["--db", db, "report", "volume", "--json"]).stdout)
+    [period] = volume["periods"]
+    assert period["exported"] > period["limit"] and period["over"] == period["exported"] - period["limit"]
     duty = json.loads(runner.invoke(app, ["--db", db, "report", "duty", "--json"]).stdout)
-    assert duty["total"]["units"] == 40 and duty["total"]["shortfall_cents"] > 0
+    assert duty["total"]["units"] == 80 - scrapped and duty["total"]["shortfall_cents"] > 0
 
 
 def test_demo_plan_is_realistic() -> None:
@@ -49,26 +67,29 @@ def test_demo_plan_is_realistic() -> None:
     assert plan.units == 2_500 and plan.total == 1 + len(demo.PARTICIPANTS) + 2 + len(plan.steps)
     ats = [s.at for s in plan.steps]
     assert ats == sorted(ats) and plan.admin_at < ats[0] and ats[-1] < NOW  # increasing, all in the past
-    assert NOW - plan.admin_at < 70 * demo.DAY  # recent weeks
+    assert NOW - plan.admin_at < (demo.LAPSED_DAYS + 20) * demo.DAY  # the recent months
     fabricated = [s for s in plan.steps if s.kind == "fabricated"]
     assert max(len(s.serials) for s in fabricated) == demo.BOARD
     assert sum(len(s.serials) for s in fabricated) == 2_500
     shipped = [s for s in plan.steps if s.kind == "shipped_to_us"]
     assert max(len(s.serials) for s in shipped) <= demo.MAX_SHIPMENT and len(shipped) >= 3
-    assert {v.code for v in plan.injected} == set(demo.INJECTED)
+    assert {v.code for v in plan.injected} == set(demo.INJECTED) | set(demo.STORY)
     by_code = {v.code: v for v in plan.injected}
     assert len(by_code["PROHIBITED_MODEL"].serials) == demo.BOARD  # one board of Blackwell parts
     assert len(by_code["SKIPPED_INSPECTION"].serials) == demo.BOARD
-    assert len({s for v in plan.injected for s in v.serials}) == sum(len(v.serials) for v in plan.injected)
+    assert len(by_code["SCRAPPED"].serials) == demo.BOARD  # one board fails inspection and is scrapped
+    assert by_code["AFTER_TERMINAL"].serials[0] in by_code["SCRAPPED"].serials
+    fates = [v for v in plan.injected if v.code in demo.INJECTED]  # each unit has one fate
+    assert len({s for v in fates for s in v.serials}) == sum(len(v.serials) for v in fates)
     assert plan.steps == demo.plan(2_500, NOW).steps  # the same plan every time
 
 
 def test_demo_scales_violations_down_for_few_units() -> None:
     assert demo.plan(1, NOW).injected == []
     assert [v.code for v in demo.plan(3, NOW).injected] == ["PROHIBITED_MODEL", "SKIPPED_INSPECTION"]
-    small = demo.plan(6, NOW)
-    assert {v.code for v in small.injected} == set(demo.INJECTED)
-    assert all(len(v.serials) == 1 for v in small.injected)
+    small = demo.plan(12, NOW)
+    assert {v.code for v in small.injected} >= set(demo.INJECTED)
+    assert all(len(v.serials) == 1 for v in small.injected if v.code in demo.INJECTED)
 
 
 def test_demo_with_one_unit_is_clean(tmp_path: Path, runner: CliRunner) -> None:
@@ -76,7 +97,7 @@ def test_demo_with_one_unit_is_clean(tmp_path: Path, runner: CliRunner) -> None:
     assert result.exit_code == 0, result.stderr
     assert "no findings: compliant" in result.stdout and "too few units" in result.stdout
     verified = runner.invoke(app, ["--db", str(tmp_path / "custody.db"), "verify", "--json"])
-    assert verified.exit_code == 0 and json.loads(verified.stdout)["log_size"] == 1 + 7 + 2 + 6
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["log_size"] == 1 + 7 + 2 + 6 + 1  # and a location
 
 
 def test_demo_bad_input_is_exit_2_and_writes_nothing(tmp_path: Path, runner: CliRunner) -> None:

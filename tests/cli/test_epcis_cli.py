@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from commands.main import app
 from ledger import epcis
-from ledger.statement import STEPS, Statement, decode
+from ledger.statement import CUSTODY_STEPS, STEPS, Statement, decode
 from ledger.store import Store
 from tests.conftest import Ledger, schema_errors
 
@@ -105,7 +105,7 @@ def test_epcis_export_of_no_ledger_is_exit_2(tmp_path: Path, runner: CliRunner) 
 def test_epcis_export_of_the_demo_ledger(tmp_path: Path, runner: CliRunner, epcis_validator: Any) -> None:
     if "demo" not in {c.name for c in app.registered_commands}:
         pytest.skip("`custody demo` is not built yet")
-    demo = runner.invoke(app, ["demo", "--units", "24", "--dir", str(tmp_path / "demo")])
+    demo = runner.invoke(app, ["demo", "--units", "80", "--dir", str(tmp_path / "demo")])
     assert demo.exit_code == 0, demo.stderr
     db = str(tmp_path / "demo" / "custody.db")
     out = tmp_path / "demo.jsonld"
@@ -113,5 +113,15 @@ def test_epcis_export_of_the_demo_ledger(tmp_path: Path, runner: CliRunner, epci
     assert result.exit_code == 0, result.stderr
     document = json.loads(out.read_text(encoding="ascii"))
     assert schema_errors(epcis_validator, document) == []
-    steps = [i for i, s in _statements(db) if s.kind in STEPS]
-    assert [e["custody:logIndex"] for e in document["epcisBody"]["eventList"]] == steps
+    steps = [i for i, s in _statements(db) if s.kind in CUSTODY_STEPS]
+    events = document["epcisBody"]["eventList"]
+    assert [e["custody:logIndex"] for e in events] == steps  # declarations are not events
+    by_kind = {e["custody:kind"]: e for e in events}
+    assert {"located", "destroyed", "withdrawn"} <= set(by_kind)  # the new kinds, valid against GS1's schema
+    assert (by_kind["destroyed"]["action"], by_kind["destroyed"]["bizStep"],
+            by_kind["destroyed"]["disposition"]) == ("DELETE", "destroying", "destroyed")
+    assert by_kind["destroyed"]["bizTransactionList"][0]["type"] == "cert"
+    assert (by_kind["located"]["bizStep"], by_kind["located"]["disposition"]) == ("cycle_counting", "in_progress")
+    assert (by_kind["withdrawn"]["bizStep"], by_kind["withdrawn"]["disposition"]) == ("void_shipping", "returned")
+    duty = next(e for e in events if e["custody:kind"] == "duty_paid")
+    assert duty["custody:hts"] == "9903.79.01" and duty["custody:origin_country"] == "TW"

@@ -190,7 +190,7 @@ def scenario(ledger: Ledger) -> None:
     ledger.record("fabricated", "tsmc", ["R3"], "--model", "H200-NVL-141GB", "--site", "F", "--lot", "L",
                   ok=True)
     ledger.record("shipped-to-us", "kerry", ["R3"], "--port-of-entry", "LAX", "--waybill", "W", ok=True)
-    ledger.record("re-exported", "nvidia", ["R3"], "--consignee", "bytedance", "--license", "L",
+    ledger.record("re-exported", "nvidia", ["R3"], "--consignee", "bytedance", "--license", "LIC-2",
                   "--destination", "CN", "--allow-violation", ok=True)
 
 
@@ -315,7 +315,8 @@ def test_replay_until_folds_statements_at_or_before_the_time(ledger: Ledger) -> 
     assert summary["as_of"] == "2026-01-06T00:00:00Z"
     assert summary["folded"] == 6  # the six steps of T1; the admin statements are stamped now
     assert summary["units"] == {"total": 1, "steps": {"fabricated": 0, "shipped_to_us": 0, "inspected": 0,
-                                                      "duty_paid": 0, "re_exported": 0, "received": 1}}
+                                                      "duty_paid": 0, "re_exported": 0, "received": 1,
+                                                      "located": 0, "destroyed": 0, "withdrawn": 0}}
 
 
 def test_what_if_stricter_policy_finds_more_and_changes_nothing(ledger: Ledger, tmp_path: Path) -> None:

@@ -97,15 +97,16 @@ def test_units_report_counts_steps_and_lists_overdue_oldest_first(ledger: Ledger
     assert set(document) == {"as_of", "log_size", "total", "steps", "overdue"}
     assert document["total"] == 3
     assert document["steps"] == {"fabricated": 1, "shipped_to_us": 1, "inspected": 0, "duty_paid": 0,
-                                 "re_exported": 0, "received": 1}
+                                 "re_exported": 0, "received": 1, "located": 0, "destroyed": 0,
+                                 "withdrawn": 0}
     assert [o["serial"] for o in document["overdue"]] == ["N3", "N2"]  # oldest first
     assert document["overdue"][0]["since"] == "2026-01-05T00:00:00Z"
     assert document["overdue"][1]["step"] == "shipped_to_us"
     then = report(ledger, "units", "--until", "2026-02-10")
     assert [(o["serial"], o["days_waiting"]) for o in then["overdue"]] == [("N3", 36)]  # N2: 20 days
     rows = csv_rows(ledger, "units")
-    assert [r["row"] for r in rows] == ["step"] * 6 + ["overdue"] * 2
-    assert rows[6]["serial"] == "N3" and rows[6]["since"].endswith("Z")
+    assert [r["row"] for r in rows] == ["step"] * 9 + ["overdue"] * 2
+    assert rows[9]["serial"] == "N3" and rows[9]["since"].endswith("Z")
 
 
 def test_compliance_report_groups_by_code_with_counts(ledger: Ledger) -> None:

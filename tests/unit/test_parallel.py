@@ -88,7 +88,7 @@ def build(url: str, groups: int = 4, per_group: int = 3, late_participant: bool 
             add("uslab", "inspected", {"result": "pass", "site": "Lab", "country": "US", "report": f"R{g}"},
                 serials)
             add("cbp", "duty_paid", {"entry": f"E{g}", "entered_value": value, "duty": value // 4}, serials)
-            add("nvidia", "re_exported", {"consignee": "alibaba", "license": "LIC", "destination": "CN"},
+            add("nvidia", "re_exported", {"consignee": "alibaba", "license": "LIC-1", "destination": "CN"},
                 serials)
             add("alibaba", "received", {"site": "Hangzhou"}, serials)
         batch.commit()
@@ -188,7 +188,8 @@ def test_clean_ledger_same_report_with_any_number_of_workers(built: Built) -> No
     report = same_either_way(built.url)
     assert report.intact and report.compliant is False  # cap 5 for 12 units: CAP_EXCEEDED
     assert report.log_size == len(built.wires)
-    assert {f.code for f in report.findings} == {"CAP_EXCEEDED"}
+    # and, 400 days on, the received units' location attestations are overdue (90 days)
+    assert {f.code for f in report.findings} == {"CAP_EXCEEDED", "ATTESTATION_OVERDUE"}
 
 
 def test_clean_bundle_same_report_with_any_number_of_workers(built: Built) -> None:

@@ -31,6 +31,11 @@ DEFAULT_TEXT = (
     'approved_foundries = ["tsmc"]\n'
     "min_unit_value_cents = 2000000\n"
     'inspection_country = "US"\n'
+    "consignee_checks = true\n"
+    'hts_lines = ["9903.79.01"]\n'
+    "volume_ratio_bp = 5000\n"
+    'volume_destinations = ["CN"]\n'
+    "attestation_days = 90\n"
     "[overdue_days]\n"
     "fabricated = 30\n"
     "shipped_to_us = 30\n"
@@ -78,13 +83,70 @@ def test_default_file_bytes() -> None:
     assert path.read_bytes() == DEFAULT_TEXT.encode("utf-8")
 
 
-def test_default_equals_golden_vector() -> None:
+# The default before issue 17's optional keys: what the golden ledger, and every ledger opened before,
+# recorded. It still parses, with every optional rule unchecked, so those ledgers read the same.
+PREVIOUS_DEFAULT_TEXT = "".join(line for line in DEFAULT_TEXT.splitlines(keepends=True)
+                                if line.split("=")[0].strip() not in (
+                                    "consignee_checks", "hts_lines", "volume_ratio_bp", "volume_destinations",
+                                    "attestation_days"))
+
+
+def previous_with(lines: str) -> str:
+    """The previous default with top-level `lines` added (before its `[overdue_days]` table)."""
+    return PREVIOUS_DEFAULT_TEXT.replace("[overdue_days]\n", lines + "\n[overdue_days]\n")
+
+
+def test_golden_vector_holds_the_previous_default() -> None:
     vectors = SHARED / "vectors" / "custody" / "statements.json"
     if not vectors.exists():
         pytest.skip("../shared is absent")
     genesis = json.loads(vectors.read_text(encoding="utf-8"))["statements"][0]
     assert genesis["fields"]["kind"] == "ledger_opened"
-    assert genesis["fields"]["data"]["policy"] == DEFAULT_POLICY_TEXT
+    assert genesis["fields"]["data"]["policy"] == PREVIOUS_DEFAULT_TEXT
+
+
+def test_previous_default_checks_none_of_the_optional_rules() -> None:
+    policy = parse_policy(PREVIOUS_DEFAULT_TEXT)
+    assert (policy.consignee_checks, policy.hts_lines, policy.volume_ratio_bp, policy.volume_destinations,
+            policy.attestation_days) == (False, None, None, None, None)
+    assert not policy.volume_checked
+    assert dataclasses.replace(default_policy(), consignee_checks=False, hts_lines=None, volume_ratio_bp=None,
+                               volume_destinations=None, attestation_days=None,
+                               source=PREVIOUS_DEFAULT_TEXT) == policy
+
+
+OPTIONAL_LINES = {
+    "consignee_checks": ("consignee_checks = true", "consignee_checks", True),
+    "hts_lines": ('hts_lines = ["9903.79.01", "9903.79.02"]', "hts_lines", ("9903.79.01", "9903.79.02")),
+    "attestation_days": ("attestation_days = 0", "attestation_days", 0),
+}
+
+
+@pytest.mark.parametrize("key", OPTIONAL_LINES)
+def test_each_optional_key_alone(key: str) -> None:
+    line, field, value = OPTIONAL_LINES[key]
+    policy = parse_policy(previous_with(line))
+    assert getattr(policy, field) == value
+
+
+def test_empty_hts_lines_allow_none() -> None:
+    assert parse_policy(previous_with("hts_lines = []")).hts_lines == ()
+
+
+def test_volume_keys_go_together() -> None:
+    for line in ("volume_ratio_bp = 5000", 'volume_destinations = ["CN"]'):
+        assert "go together" in refused(previous_with(line))
+    both = parse_policy(previous_with('volume_ratio_bp = 2500\nvolume_destinations = ["CN", "HK"]'))
+    assert (both.volume_ratio_bp, both.volume_destinations, both.volume_checked) == (2500, ("CN", "HK"), True)
+
+
+@pytest.mark.parametrize("line", ["consignee_checks = 1", 'consignee_checks = "yes"', 'hts_lines = "9903"',
+                                  'hts_lines = [""]', 'hts_lines = ["a", "a"]', "attestation_days = -1",
+                                  "attestation_days = true", 'volume_ratio_bp = 1\nvolume_destinations = ["cn"]',
+                                  'volume_ratio_bp = -1\nvolume_destinations = ["CN"]',
+                                  'volume_ratio_bp = 1\nvolume_destinations = "CN"'])
+def test_optional_keys_are_checked(line: str) -> None:
+    refused(previous_with(line))
 
 
 def test_default_equals_design_block() -> None:
@@ -106,6 +168,11 @@ def test_default_policy_values() -> None:
         inspection_country="US",
         overdue_days={step: 30 for step in OVERDUE_STEPS},
         source=DEFAULT_TEXT,
+        consignee_checks=True,
+        hts_lines=("9903.79.01",),
+        volume_ratio_bp=5000,
+        volume_destinations=("CN",),
+        attestation_days=90,
     )
     assert OVERDUE_STEPS == ("fabricated", "shipped_to_us", "inspected", "duty_paid", "re_exported")
     assert list(policy.overdue_days) == list(OVERDUE_STEPS)
@@ -257,7 +324,7 @@ def test_unknown_keys_are_reported_before_missing_ones() -> None:
 
 @pytest.mark.parametrize(("text", "line"), [
     ("name = \n", 1),
-    (DEFAULT_TEXT + "fabricated = 1\n", 13),  # a duplicate key
+    (DEFAULT_TEXT + "fabricated = 1\n", 18),  # a duplicate key
     ("name = 'x'\nduty_rate_bp = 25 00\n", 2),
     ("[overdue_days\n", 1),
 ])

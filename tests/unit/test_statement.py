@@ -479,6 +479,10 @@ GOOD_DATA: dict[str, dict[str, Any]] = {
     "duty_paid": {"entry": "E", "entered_value": 100, "duty": 25},
     "re_exported": {"consignee": "alibaba", "license": "L", "destination": "CN"},
     "received": {"site": "S"},
+    "located": {"site": "S", "country": "CN", "method": "network-latency"},
+    "destroyed": {"method": "shredded", "site": "S", "certificate": "C"},
+    "withdrawn": {"reason": "R", "destination": "US"},
+    "us_volume_reported": {"model": "M", "from": 10, "until": 20, "us_units": 0},
     "ledger_opened": {"authorities": [RFC8032_PUBLIC], "operator": RFC8032_PUBLIC, "policy": "name = 'p'"},
     "participant_registered": {
         "id": "tsmc",
@@ -497,7 +501,7 @@ GOOD_DATA: dict[str, dict[str, Any]] = {
 def _good(kind: str) -> dict[str, Any]:
     units = (
         []
-        if kind in statement.ADMIN_KINDS
+        if kind in statement.UNITLESS_KINDS
         else [["SN-1", ZERO_HASH if kind == "fabricated" else b"\x01" * 32]]
     )
     return _body(kind=kind, units=units, data=dict(GOOD_DATA[kind]))
@@ -507,6 +511,61 @@ def _good(kind: str) -> dict[str, Any]:
 def test_every_kind_decodes(kind: str) -> None:
     fields = statement.decode_body(canonical.pack(_good(kind)))
     assert fields[1] == kind
+
+
+@pytest.mark.parametrize("fields", [{"hts": "9903.79.01"}, {"importer": "NVIDIA Corp."},
+                                    {"origin_country": "TW"},
+                                    {"hts": "9903.79.01", "importer": "I", "origin_country": "TW"}])
+def test_optional_duty_paid_fields(fields: dict[str, str]) -> None:
+    body = _good("duty_paid")
+    body["data"].update(fields)
+    wire = canonical.pack(body)
+    assert statement.decode_body(wire)[5] == {**GOOD_DATA["duty_paid"], **fields}
+    assert statement.well_formed(wire) == statement.decode_body(wire)
+
+
+@pytest.mark.parametrize(("field", "value"), [("hts", 1), ("importer", b"I"), ("origin_country", "tw"),
+                                              ("origin_country", "TWN")])
+def test_optional_duty_paid_fields_are_checked(field: str, value: Any) -> None:
+    body = _good("duty_paid")
+    body["data"][field] = value
+    with pytest.raises(EncodingInvalid, match=field):
+        statement.decode_body(canonical.pack(body))
+
+
+@pytest.mark.parametrize("kind", statement.UNITLESS_KINDS)
+def test_unitless_kinds_with_units_fail_encoding(kind: str) -> None:
+    body = _good(kind)
+    body["units"] = [["SN-1", b"\x01" * 32]]
+    with pytest.raises(EncodingInvalid, match="no units"):
+        statement.decode_body(canonical.pack(body))
+    assert statement.well_formed(canonical.pack(body)) is None
+
+
+@pytest.mark.parametrize("kind", [*statement.CUSTODY_STEPS])
+def test_custody_steps_without_units_fail_encoding(kind: str) -> None:
+    body = _good(kind)
+    body["units"] = []
+    with pytest.raises(EncodingInvalid, match="covers no units"):
+        statement.decode_body(canonical.pack(body))
+
+
+@pytest.mark.parametrize(("start", "until"), [(10, 10), (10, 9), (0, 0)])
+def test_volume_period_must_not_be_empty(start: int, until: int) -> None:
+    body = _good("us_volume_reported")
+    body["data"].update({"from": start, "until": until})
+    wire = canonical.pack(body)
+    with pytest.raises(EncodingInvalid, match="until is not after from"):
+        statement.decode_body(wire)
+    assert statement.well_formed(wire) is None  # the fast path sends it to the reference path
+
+
+def test_kind_roles() -> None:
+    assert statement.KIND_ROLES["located"] == {"customer"}
+    assert statement.KIND_ROLES["destroyed"] == {"fab", "inspector", "exporter", "customer"}
+    assert statement.KIND_ROLES["withdrawn"] == {"exporter"}
+    assert statement.KIND_ROLES["us_volume_reported"] == {"exporter"}
+    assert set(statement.KIND_ROLES) == set(statement.CUSTODY_STEPS) | set(statement.DECLARATIONS)
 
 
 def test_optional_valid_until() -> None:
@@ -534,6 +593,11 @@ BAD_FIELDS: dict[str, list[tuple[str, Any]]] = {  # kind: [(field, bad value)]
         ("destination", "cn"),
     ],
     "received": [("site", 0)],
+    "located": [("site", 0), ("country", "cn"), ("country", "CHN"), ("method", b"m")],
+    "destroyed": [("method", 1), ("site", 0), ("certificate", [])],
+    "withdrawn": [("reason", 0), ("destination", "us"), ("destination", "")],
+    "us_volume_reported": [("model", 1), ("from", -1), ("until", "2026"), ("us_units", -1), ("us_units", "5"),
+                           ("until", 10), ("until", 9)],
     "ledger_opened": [
         ("authorities", []),
         ("authorities", [b"\x01" * 31]),
