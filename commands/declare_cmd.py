@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from commands import render
-from commands._common import DbOption, KeyOption, PassphraseOption, load_key, open_store
+from commands._common import DbOption, KeyOption, LedgerOption, PassphraseOption, ledger_url, load_key, open_store
 from ledger import append, values
 
 declare_app = typer.Typer(help="Sign and append a declaration (a statement without units).",
@@ -25,12 +25,20 @@ def us_volume(
     key: KeyOption,
     passphrase_file: PassphraseOption = None,
     db: DbOption = None,
+    ledger: LedgerOption = None,
 ) -> None:
     """Declare the units of a model shipped to U.S. customers in [--from, --until) (the 50 % rule)."""
     data = append.us_volume_data(model, values.parse_time(start), values.parse_period_end(until), units)
+    url = ledger_url(db, ledger)
     signer = load_key(key, passphrase_file)
-    with open_store(db) as store:
-        done = append.record(store, signer, "us_volume_reported", data)
+    if url is not None:  # signed here, submitted to the service: the key never leaves the machine
+        from ledger.service import client
+
+        with client.connect(url) as service:
+            done = client.record(service, signer, "us_volume_reported", data)
+    else:
+        with open_store(db) as store:
+            done = append.record(store, signer, "us_volume_reported", data)
     render.out(f"recorded the U.S. volume of {model} ({units} units, {values.format_time(data['from'])} to "
                f"{values.format_time(data['until'])}) at index {done.index} ({done.statement.hash.hex()})")
     if done.findings:

@@ -32,6 +32,10 @@ STRICT = DEFAULT_POLICY_TEXT.replace('"H200-SXM5-141GB", ', "").replace("duty_ra
                                                                           "duty_rate_bp = 3000")
 SCRATCH = "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
 LENIENT = DEFAULT_POLICY_TEXT.replace('"H200-NVL-141GB"]', '"H200-NVL-141GB", "B200-SXM6-192GB"]')
+# the default as it was before issue 17's optional keys: none of their rules checked
+PREVIOUS = "".join(line for line in DEFAULT_POLICY_TEXT.splitlines(keepends=True)
+                   if line.split("=")[0].strip() not in ("consignee_checks", "hts_lines", "volume_ratio_bp",
+                                                          "volume_destinations", "attestation_days"))
 
 
 def snapshot(state: State) -> dict[str, Any]:
@@ -63,6 +67,12 @@ STEP_VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
                     ("nvidia", {"consignee": "bytedance", "license": "L", "destination": "CN"}),
                     ("nvidia", {"consignee": "tencent", "license": "L", "destination": "CN"})],
     "received": [("alibaba", {"site": "H"}), ("bytedance", {"site": "U"})],
+    "located": [("alibaba", {"site": "H", "country": "US", "method": "m"}),
+                ("alibaba", {"site": "H", "country": "CN", "method": "m"}),
+                ("bytedance", {"site": "U", "country": "US", "method": "m"})],
+    "destroyed": [("uslab", {"method": "m", "site": "S", "certificate": "C"}),
+                  ("alibaba", {"method": "m", "site": "H", "certificate": "C"})],
+    "withdrawn": [("nvidia", {"reason": "r", "destination": "US"})],
 }
 SIGNERS = ("authority", "operator", *PARTICIPANTS, "smic", "dhl")
 
@@ -73,8 +83,10 @@ admin_ops = st.one_of(
     st.tuples(st.just("approve"), st.sampled_from(["alibaba", "bytedance"]), st.integers(0, 2),
               st.booleans()),
     st.tuples(st.just("suspend"), st.sampled_from(["alibaba", "bytedance"]), st.just(0), st.just(False)),
-    st.tuples(st.just("policy"), st.sampled_from([STRICT, LENIENT, DEFAULT_POLICY_TEXT]), st.just(0),
+    st.tuples(st.just("policy"), st.sampled_from([STRICT, LENIENT, DEFAULT_POLICY_TEXT, PREVIOUS]), st.just(0),
               st.just(False)),
+    st.tuples(st.just("declare"), st.sampled_from(["H200-SXM5-141GB", "H200-NVL-141GB"]), st.integers(0, 4),
+              st.booleans()),
     st.tuples(st.just("revoke"), st.just("dhl"), st.integers(0, 6), st.just(False)))
 
 
@@ -129,6 +141,11 @@ class Scenario:
                 self.admin("customer_suspended", {"id": op[1], "reason": ""})
             elif op[0] == "policy":
                 self.admin("policy_issued", {"policy": op[1]})
+            elif op[0] == "declare":  # a U.S. volume for the first half hour, or the first hour
+                period = {"model": op[1], "from": BASE_AT, "until": BASE_AT + (60 if op[3] else 30) * MINUTE,
+                          "us_units": op[2]}
+                self._snap(append.record(self.store, self.key["nvidia"], "us_volume_reported", period,
+                                         at=self.tick()))
             else:
                 revoked = {"key": self.key["dhl"].public, "effective": self.at - op[2] * MINUTE, "reason": ""}
                 self.admin("key_revoked", revoked)
