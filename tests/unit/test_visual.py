@@ -144,3 +144,28 @@ def test_a_tampered_ledger_is_reported_not_intact_with_the_reports_numbers(tmp_p
     assert page.reports["units"]["total"] == units["total"] == 2  # what `report units` says, from the views
     text = visual_html.render(page)
     assert "Ledger NOT intact" in text and "signature" in text
+
+
+def test_new_steps_and_volume_periods_show_when_the_reports_carry_them(
+        demo_db: tuple[str, demo.DemoResult, int]) -> None:
+    """Kinds and reports added later (destroyed, withdrawn, `report volume`) need no change to the page."""
+    import dataclasses
+
+    db, _, now = demo_db
+    with Store(db, readonly=True) as store:
+        page = visual.build(store, until=None, now_us=now)
+    assert "volume" not in page.reports or not page.reports["volume"]["periods"]
+    assert 'id="volume"' not in visual_html.render(page)
+    units = {**page.reports["units"], "steps": {**page.reports["units"]["steps"], "destroyed": 3, "withdrawn": 1}}
+    periods = [{"model": "H200-SXM5-141GB", "from": "2026-01-01T00:00:00Z", "until": "2026-04-01T00:00:00Z",
+                "us_units": 100, "limit": 50, "exported": 57, "over": 7, "index": 12},
+               {"model": "H200-NVL-141GB", "from": "2026-01-01T00:00:00Z", "until": "2026-04-01T00:00:00Z",
+                "us_units": 10, "limit": None, "exported": 2, "over": None, "index": 13}]
+    volume = {"as_of": "2026-05-01T00:00:00Z", "log_size": 14, "periods": periods}
+    text = visual_html.render(dataclasses.replace(page, reports={**page.reports, "units": units, "volume": volume}))
+    assert '<tr data-step="destroyed"><th scope="row">destroyed</th><td class="num">3</td>' in text
+    assert '<tr data-step="withdrawn"><th scope="row">withdrawn</th><td class="num">1</td>' in text
+    section = text[text.index('<section id="volume"'):]
+    section = section[:section.index("</section>")]
+    assert "<strong>OVER LIMIT by 7</strong>" in section and "no limit under this policy" in section
+    assert section.count("<tr data-period=") == 2 and '<a href="#volume">' in text
