@@ -125,21 +125,23 @@ def _glance(page: Page) -> str:
     duty = page.reports["duty"]["total"]
     over = [c for c in page.reports["customers"]["customers"] if c["over_cap"] > 0]
     units = page.reports["units"]["total"]
+    codes = "".join(f"<li>{_e(c)} {n:,}</li>" for c, n in counts.items())
     cards = [
         ("Findings", f'<span class="big" id="glance-findings">{total:,}</span> finding(s)'
-         + (f" in {len(counts)} code(s): " + ", ".join(f"{_e(c)} {n:,}" for c, n in counts.items())
-            if counts else ": compliant"), total > 0),
+         + (f" in {len(counts)} code(s):" if counts else ": compliant"), total > 0,
+         f'<ul class="glance-codes">{codes}</ul>' if counts else ""),
         ("Duty shortfall", f"<span class=\"big\" id=\"glance-shortfall\">{dollars(duty['shortfall_cents'])}</span>"
          f" owed on {sum(1 for e in page.reports['duty']['entries'] if e['shortfall_cents'] > 0):,} of "
-         f"{duty['entries']:,} customs entries", duty["shortfall_cents"] > 0),
+         f"{duty['entries']:,} customs entries", duty["shortfall_cents"] > 0, ""),
         ("Customers over cap", f'<span class="big" id="glance-over">{len(over):,}</span> '
          + ("over cap: " + ", ".join(f"{_e(c['id'])} (OVER CAP by {c['over_cap']:,}: {c['consigned']:,} "
                                      f"consigned, cap {c['cap']:,})" for c in over) if over else "none over cap"),
-         bool(over)),
-        ("Units", f'<span class="big" id="glance-units">{units:,}</span> unit(s) in the ledger', False),
+         bool(over), ""),
+        ("Units", f'<span class="big" id="glance-units">{units:,}</span> unit(s) in the ledger', False, ""),
     ]
     body = "".join(f"<li class=\"card{' alert' if bad else ''}\"><h3>{t}</h3><p>{text}"
-                   f"{' <strong class=flag>Attention</strong>' if bad else ''}</p></li>" for t, text, bad in cards)
+                   f"{' <strong class=flag>Attention</strong>' if bad else ''}</p>{extra}</li>"
+                   for t, text, bad, extra in cards)
     return _section("glance", "At a glance", f'<ul class="cards">{body}</ul>')
 
 
