@@ -18,6 +18,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 HEADER_TIMEOUT_S = 10.0  # a request line and headers that have not arrived by then: the connection is closed
 KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this long
 MAX_HEADER_BYTES = 16 * 1024  # h11 refuses a request line and headers larger than this (431)
+BACKLOG = 2048  # connections the kernel holds until they are accepted (uvicorn's default)
 MAX_CONNECTIONS = 4096  # open connections and requests at once; beyond, uvicorn answers 503 (plain text)
 
 
@@ -78,4 +79,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     sock.set_inheritable(True)
+    # Listen at once: a client that connects while the app starts up (its first checkpoint may take a
+    # while) waits in the backlog instead of being refused.
+    sock.listen(BACKLOG)
     return sock

@@ -28,14 +28,15 @@ from tests.stores.test_concurrency import CUSTODY
 CLIENTS, EACH = 8, 12  # threads, and the new units each fabricates (then ships, one shared unit too)
 
 
-def _serve(db: str, operator: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([CUSTODY, "--db", db, "serve", "--operator-key", operator, "--port", "0",
-                             "--checkpoint-every", "0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    found = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-    assert found, line
+def _serve(db: str, operator: str, log: Path) -> tuple[subprocess.Popen[str], str]:
+    """A `custody serve` subprocess on a free port; its stderr goes to `log` (named when a test fails)."""
+    with log.open("w") as err:
+        proc = subprocess.Popen([CUSTODY, "--db", db, "serve", "--operator-key", operator, "--port", "0",
+                                 "--checkpoint-every", "0.1"], stdout=subprocess.DEVNULL, stderr=err, text=True)
+    deadline = time.monotonic() + 30
+    while not (found := re.search(r"on (http://127\.0\.0\.1:\d+)", log.read_text())):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
     return proc, found.group(1)
 
 
@@ -48,8 +49,9 @@ def test_two_processes_on_one_database_keep_one_log(tmp_path: Path) -> None:
     try:
         book = open_ledger(tmp_path, db, CliRunner())
         urls = []
-        for _ in range(2):
-            proc, url = _serve(db, book.key("operator"))
+        logs = [tmp_path / f"serve-{n}.log" for n in range(2)]
+        for log in logs:
+            proc, url = _serve(db, book.key("operator"), log)
             servers.append(proc)
             urls.append(url)
         fab = keys.load_private(Path(book.key("tsmc")), lambda: None)
@@ -88,7 +90,7 @@ def test_two_processes_on_one_database_keep_one_log(tmp_path: Path) -> None:
             t.start()
         for t in threads:
             t.join(timeout=120)
-        assert not errors, errors
+        assert not errors, (errors, [log.read_text()[-2000:] for log in logs])
         indices = sorted(i for i, _ in answered)
         assert len(indices) == len(set(indices)) == CLIENTS * EACH + 1  # no index given twice: no fork
         assert indices == list(range(first["index"] + 1, first["index"] + 2 + CLIENTS * EACH))  # no gap
