@@ -506,23 +506,28 @@ def overdue(state: State, as_of: int, policy: Policy | None = None) -> list[Find
 
 def attestation_overdue(state: State, as_of: int, policy: Policy | None = None) -> list[Finding]:
     """DESIGN.md `ATTESTATION_OVERDUE`: received units whose latest `received` or `located` is older than
-    the latest policy's `attestation_days` (none without that key); terminal units never. Oldest first."""
+    the latest policy's `attestation_days` (none without that key); terminal units never. Oldest first.
+
+    A ledger can hold a million received units, each overdue at once: the sort is on plain tuples, and
+    units overdue by the same number of days share one detail text."""
     policy = policy or state.policy
     days = policy.attestation_days
     if days is None:
         return []
-    late: list[tuple[int, Finding]] = []
-    limit = days * US_PER_DAY
-    for unit in state.units.values():
-        at, index = unit.attested_at, unit.attested_index
-        if not unit.received or unit.terminal is not None or at is None or index is None:
-            continue
-        waited = as_of - at
-        if waited > limit:
-            late.append((at, Finding("ATTESTATION_OVERDUE", unit.serial, index,
-                                     f"no location attested for {waited // US_PER_DAY} days (limit {days})")))
-    late.sort(key=lambda t: (t[0], t[1].index, t[1].serial or ""))
-    return [f for _, f in late]
+    latest = as_of - days * US_PER_DAY  # overdue: attested before this
+    late = [(unit.attested_at, unit.attested_index, unit.serial) for unit in state.units.values()
+            if unit.received and unit.terminal is None and unit.attested_at is not None
+            and unit.attested_at < latest]
+    late.sort()
+    details: dict[int, str] = {}
+    out: list[Finding] = []
+    for at, index, serial in late:
+        waited = (as_of - at) // US_PER_DAY
+        detail = details.get(waited)
+        if detail is None:
+            detail = details[waited] = f"no location attested for {waited} days (limit {days})"
+        out.append(Finding("ATTESTATION_OVERDUE", serial, index or 0, detail))
+    return out
 
 
 def timed(state: State, when: int, policy: Policy | None = None) -> list[Finding]:
