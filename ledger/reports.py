@@ -169,6 +169,9 @@ def from_document(name: str, as_of: int, document: dict[str, Any]) -> Report:
         rows = [("step", step, count, "", "", "", "") for step, count in document["steps"].items()]
         rows += [("overdue", o["step"], "", o["serial"], o["index"], o["since"], o["days_waiting"])
                  for o in document["overdue"]]
+    elif name == "volume":
+        columns = ("model", "from", "until", "us_units", "limit", "exported", "over", "index")
+        rows = [tuple(p[k] if p[k] is not None else "" for k in columns) for p in document["periods"]]
     else:
         raise BadInput(f"unknown report {name!r:.40}")
     return Report(name, as_of, int(document["log_size"]), document, columns, tuple(rows))
@@ -188,9 +191,7 @@ def volume(state: State, as_of: int, log_size: int | None = None) -> Report:
     periods = sorted(state.periods.values(), key=lambda p: (p.start, p.model, p.until))
     listed = [period_json(p, state.policy) for p in periods]
     document = {"as_of": format_time(as_of), "log_size": size, "periods": listed}
-    columns = ("model", "from", "until", "us_units", "limit", "exported", "over", "index")
-    rows = tuple(tuple(p[k] if p[k] is not None else "" for k in columns) for p in listed)
-    return Report("volume", as_of, size, document, columns, rows)
+    return from_document("volume", as_of, document)
 
 
 REPORTS: dict[str, Callable[[State, int, int | None], Report]] = {
