@@ -111,17 +111,6 @@ def print_json(document: Any) -> None:
     out_raw(json_text(document))
 
 
-def hexify(value: Any) -> Any:
-    """Statement data as DESIGN.md shows it: bytes become hex, everything else as stored."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {k: hexify(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [hexify(v) for v in value]
-    return value
-
-
 finding_json = reports.finding_json
 
 
