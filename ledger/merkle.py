@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from ledger.errors import BadInput, ProofInvalid
 
@@ -58,6 +59,39 @@ def _fold_right(hashes: Sequence[bytes]) -> bytes:
 
 
 # --- compact ranges -----------------------------------------------------------------------------------
+
+
+class Leaves(Sequence[bytes]):
+    """Leaf hashes held in one bytearray, 32 bytes each (no object per leaf); `data` may grow in place."""
+
+    def __init__(self, data: bytearray | None = None) -> None:
+        self.data = bytearray() if data is None else data
+
+    def __len__(self) -> int:
+        return len(self.data) // HASH_SIZE
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[bytes]: ...
+
+    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step != 1:
+                return [self[j] for j in range(start, stop, step)]
+            return self.between(start, stop)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return bytes(self.data[i * HASH_SIZE:(i + 1) * HASH_SIZE])
+
+    def between(self, start: int, stop: int) -> list[bytes]:
+        """The leaf hashes [start, stop)."""
+        data = bytes(self.data[start * HASH_SIZE:stop * HASH_SIZE])
+        return [data[k:k + HASH_SIZE] for k in range(0, len(data), HASH_SIZE)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, overload
+from typing import BinaryIO
 
 from ledger import accounting, driver, fold, links, merkle, parallel
 from ledger import bundle as bundle_format
@@ -91,36 +91,6 @@ class Options:
     folded: Callable[[int, Statement], None] | None = None
 
 
-class _Leaves(Sequence[bytes]):
-    """The log's Merkle leaf hashes, 32 bytes each in one bytearray (no object per statement)."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def __len__(self) -> int:
-        return len(self.data) // HASH_SIZE
-
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[bytes]: ...
-
-    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return bytes(self.data[i * HASH_SIZE:(i + 1) * HASH_SIZE])
-
-    def between(self, start: int, stop: int) -> list[bytes]:
-        """The leaf hashes [start, stop)."""
-        data = bytes(self.data[start * HASH_SIZE:stop * HASH_SIZE])
-        return [data[i:i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
-
-
 class Verifier:
     """Folds decoded statements in log order, collecting failures instead of stopping at the first."""
 
@@ -129,7 +99,7 @@ class Verifier:
         self.state = State(origin=origin)
         self.failures: list[Failure] = []
         self.failure_count = 0
-        self.leaves = _Leaves()
+        self.leaves = merkle.Leaves()
         self.links: links.StoredLinks | None = None  # the stored unit links, compared in order (database)
         self.warnings: list[str] = []
         self._roots: dict[int, bytes] = {}

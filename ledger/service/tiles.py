@@ -15,8 +15,6 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import overload
 
 import msgpack
 
@@ -104,41 +102,12 @@ def _subtree_root(hashes: bytes) -> bytes:
     return level[0]
 
 
-class Leaves(Sequence[bytes]):
-    """Read-only view of the leaf hashes in a bytearray (32 bytes each, no object per leaf)."""
-
-    def __init__(self, data: bytearray) -> None:
-        self._data = data
-
-    def __len__(self) -> int:
-        return len(self._data) // HASH_SIZE
-
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[bytes]: ...
-
-    def __getitem__(self, i: int | slice) -> bytes | list[bytes]:
-        if isinstance(i, slice):
-            start, stop, step = i.indices(len(self))
-            if step != 1:
-                return [self[j] for j in range(start, stop, step)]
-            data = bytes(self._data[start * HASH_SIZE:stop * HASH_SIZE])
-            return [data[k:k + HASH_SIZE] for k in range(0, len(data), HASH_SIZE)]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return bytes(self._data[i * HASH_SIZE:(i + 1) * HASH_SIZE])
-
-
 class TiledLog:
     """The store's log as tiles and Merkle proofs, brought up to date by `refresh` (thread-safe)."""
 
     def __init__(self) -> None:
         self.levels: list[bytearray] = [bytearray()]  # level l: hashes of full 256^l-leaf subtrees
-        self.leaves = Leaves(self.levels[0])
+        self.leaves = merkle.Leaves(self.levels[0])
         self.admin: dict[bytes, int] = {}  # statement hash → index, for statements without units
         self._subtrees: dict[tuple[int, int], bytes] = {}  # shared by every ProofSource of this log
         self._lock = threading.Lock()
