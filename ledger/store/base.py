@@ -60,6 +60,20 @@ VIEW_INDEXES = ("CREATE INDEX IF NOT EXISTS custody_findings_idx ON custody_find
                 "CREATE INDEX IF NOT EXISTS custody_signed_key ON custody_signed (key_id)")
 
 
+class ViewsCursorBase:
+    """The views transaction's cursor over a DB-API cursor (rows as tuples); each backend adds `upsert`."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(statement, tuple(params))
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cursor.executemany(statement, [tuple(r) for r in rows])
+
+
 def genesis_index(table: str) -> str:
     """The DDL of the partial index that finds the genesis (`Store._find_log`); `table` as SQL."""
     return f"CREATE INDEX IF NOT EXISTS {GENESIS_INDEX} ON {table} (originator_id) WHERE {GENESIS_WHERE}"
@@ -385,17 +399,24 @@ class Store:
         rows = self._raw_events(f"SELECT max({self.event_id}) FROM {{table}}", [])
         return int(rows[0][0] or 0) + 1
 
-    def unit_link_rows(self, low: int | None, high: int | None) -> list[tuple[Any, int, bytes]]:
-        """Stored unit links with row ids in [`low`, `high`) (None: unbounded), in row id order, as (unit
-        id as 32 hex digits or whatever the database holds there, version, state)."""
-        where = ["topic IN ({p}, {p})"]
-        params: list[Any] = list(codec.UNIT_TOPICS)
+    def _row_range(self, low: int | None, high: int | None) -> tuple[list[str], list[Any]]:
+        """The conditions and parameters that keep row ids in [`low`, `high`) (None: unbounded)."""
+        where: list[str] = []
+        params: list[Any] = []
         if low is not None:
             where.append(f"{self.event_id} >= {{p}}")
             params.append(low)
         if high is not None:
             where.append(f"{self.event_id} < {{p}}")
             params.append(high)
+        return where, params
+
+    def unit_link_rows(self, low: int | None, high: int | None) -> list[tuple[Any, int, bytes]]:
+        """Stored unit links with row ids in [`low`, `high`) (None: unbounded), in row id order, as (unit
+        id as 32 hex digits or whatever the database holds there, version, state)."""
+        where, params = self._row_range(low, high)
+        where.insert(0, "topic IN ({p}, {p})")
+        params[:0] = codec.UNIT_TOPICS
         return self._raw_events(f"SELECT {self._id_column()}, originator_version, state FROM {{table}} "
                                 f"WHERE {' AND '.join(where)} ORDER BY {self.event_id}",
                                 params)
@@ -413,14 +434,7 @@ class Store:
     def row_keys(self, low: int | None, high: int | None) -> list[tuple[int, str, int, str]]:
         """Every stored row with a row id in [`low`, `high`) (None: unbounded), in row id order, as (row
         id, aggregate id as 32 hex digits, version, topic)."""
-        where: list[str] = []
-        params: list[Any] = []
-        if low is not None:
-            where.append(f"{self.event_id} >= {{p}}")
-            params.append(low)
-        if high is not None:
-            where.append(f"{self.event_id} < {{p}}")
-            params.append(high)
+        where, params = self._row_range(low, high)
         condition = f"WHERE {' AND '.join(where)} " if where else ""
         return self._raw_events(f"SELECT {self.event_id}, {self._id_column()}, originator_version, topic "
                                 f"FROM {{table}} {condition}ORDER BY {self.event_id}", params)

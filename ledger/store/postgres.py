@@ -27,7 +27,7 @@ from psycopg.rows import DictRow, dict_row, tuple_row
 
 from ledger.errors import LedgerError, NotALedger, StoreError
 from ledger.store.address import PostgresTarget, parse_postgres_url, redact
-from ledger.store.base import CONNECT_TIMEOUT_S, EVENTS_TABLE, VIEWS, Store, first_line, genesis_index
+from ledger.store.base import CONNECT_TIMEOUT_S, EVENTS_TABLE, VIEWS, Store, ViewsCursorBase, first_line, genesis_index
 
 ATTEMPTS = 3  # tries of a read or an insert on a dropped connection (eventsourcing's own: 10, 0.2 s apart)
 COPY_TYPES = {"int": "int4", "int8": "int8", "text": "text", "bytes": "bytea"}  # the kinds in `VIEWS`
@@ -207,18 +207,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
             return curs.fetchall()
 
 
-class _Cursor:
+class _Cursor(ViewsCursorBase):
     """The views transaction's cursor: psycopg's, rows as tuples."""
 
-    def __init__(self, cursor: psycopg.Cursor[tuple[Any, ...]]) -> None:
-        self._cursor = cursor
-
-    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
-        self._cursor.execute(statement, tuple(params))
-
-    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._cursor.executemany(statement, [tuple(r) for r in rows])
+    _cursor: psycopg.Cursor[tuple[Any, ...]]
 
     def upsert(self, table: str, key: str, rows: Sequence[tuple[Any, bytes]]) -> None:
         """Insert or replace (`key`, row) pairs of a views table keyed by `key`: one statement whatever the

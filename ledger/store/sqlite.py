@@ -21,7 +21,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
 from ledger.errors import Conflict, LedgerError, NotALedger, StoreError
 from ledger.store.address import redact
-from ledger.store.base import EVENTS_TABLE, GENESIS_INDEX, Store, first_line, genesis_index
+from ledger.store.base import EVENTS_TABLE, GENESIS_INDEX, Store, ViewsCursorBase, first_line, genesis_index
 
 SQLITE_BUSY_SNAPSHOT = 517  # sqlite3.h: SQLITE_BUSY | (2 << 8), a stale read snapshot; never waited for
 SQLITE_BUSY_CODES = (5, 6, 261)  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_RECOVERY
@@ -56,18 +56,10 @@ class LedgerRecorder(SQLiteApplicationRecorder):
         return bool(self.select_rows("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", [name]))
 
 
-class _Cursor:
+class _Cursor(ViewsCursorBase):
     """The views transaction's cursor: a plain `sqlite3` cursor inside eventsourcing's transaction."""
 
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self._cursor = cursor
-
-    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
-        self._cursor.execute(statement, tuple(params))
-
-    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._cursor.executemany(statement, [tuple(r) for r in rows])
+    _cursor: sqlite3.Cursor
 
     def upsert(self, table: str, key: str, rows: Sequence[tuple[Any, bytes]]) -> None:
         """Insert or replace (`key`, row) pairs of a views table keyed by `key`: one prepared statement
