@@ -4,7 +4,7 @@ A unit's events are its chain links; the log's version is the log index plus one
 and each of its events carries one statement's wire form and the Merkle compact range after it, so the
 tree head is read from the newest event alone, never by replaying the log. Writers build the stored
 events directly (`ledger.store.codec`); the classes reconstruct from them through the library's
-repository (`ledger.store.application`). Their topics are frozen in the codec and registered here, so
+repository (`ledger.application`). Their topics are frozen in the codec and registered here, so
 the classes may move or be renamed without breaking a stored event.
 """
 

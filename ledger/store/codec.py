@@ -6,7 +6,7 @@ msgpack state. The topics are frozen here as strings: they are what old database
 moving the aggregate classes must never change them (`ledger.aggregates` registers its classes under
 these topics with `eventsourcing.utils.register_topic`). Writers build stored events directly, as
 `Application.save` would through the mapper, so a 1,000-unit shipment does not pay for 1,000 aggregate
-objects; `ledger.store.application` reads them back as aggregates through the library's repository.
+objects; `ledger.application` reads them back as aggregates through the library's repository.
 """
 
 from __future__ import annotations

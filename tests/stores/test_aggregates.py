@@ -7,9 +7,9 @@ Writers build stored events directly (`ledger.store.codec`) for speed; these tes
 from __future__ import annotations
 
 from ledger.aggregates import Checkpoints, Log, Unit
+from ledger.application import LedgerApplication
 from ledger.statement import decode
 from ledger.store import Store
-from ledger.store.application import LedgerApplication
 from ledger.store.codec import checkpoints_id, log_id, unit_id
 from tests.conftest import ORIGIN, Ledger
 
