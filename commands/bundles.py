@@ -10,7 +10,7 @@ import typer
 from commands import render
 from commands._common import DbOption, db_url, open_store, progress
 from commands._gc import collector_paused
-from ledger import keys, transfer
+from ledger import keys
 from ledger.store import redact
 
 UptoOption = Annotated[int | None, typer.Option(
@@ -24,6 +24,8 @@ def _range(count: int) -> str:
 def export(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="The bundle file to write.")],
            upto: UptoOption = None, db: DbOption = None) -> None:
     """Write an offline audit bundle: the statements, then the checkpoints that cover them."""
+    from ledger import transfer  # on use: the other commands' start-up need not load it
+
     with open_store(db, readonly=True) as store:
         total = store.size() if upto is None else upto + 1
         with progress("exporting", total) as advance:
@@ -37,6 +39,8 @@ def import_bundle(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help=
                       "--trust", help="Trusted authority public key (as verify --trust).")] = None,
                   db: DbOption = None) -> None:
     """Verify a bundle, then append it to an empty ledger or to the ledger it extends."""
+    from ledger import transfer  # on use: the other commands' start-up need not load it
+
     url = db_url(db)
     trusted = [keys.load_public(p) for p in trust] if trust else None
     with progress("verifying", None) as advance, collector_paused():
@@ -60,6 +64,8 @@ def import_bundle(bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help=
 def export_epcis(file: Annotated[Path, typer.Argument(metavar="FILE", help="The EPCIS file to write.")],
                  upto: UptoOption = None, db: DbOption = None) -> None:
     """Write the custody steps as a GS1 EPCIS 2.0 document (one event per step)."""
+    from ledger import transfer  # on use: the other commands' start-up need not load it
+
     with open_store(db, readonly=True) as store:
         total = store.size() if upto is None else upto + 1
         with progress("exporting", total) as advance:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from commands import render
 from commands._common import open_store
-from ledger import append, files, values, visual, visual_html
+from ledger import append, files, values
 from ledger.errors import BadInput
 
 
@@ -27,6 +27,8 @@ def write(file: Path, until: str | None, db: str | None, ledger: str | None = No
         files.write_atomic(file, data)
         render.out(f"wrote {file} ({len(data):,} bytes) as the ledger service at {ledger} made it")
         return
+    from ledger import visual, visual_html  # on use: the other commands' start-up need not load them
+
     now = append.now_us()
     with open_store(db, readonly=True) as store:
         page = visual.build(store, until=when, now_us=now)

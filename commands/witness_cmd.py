@@ -12,7 +12,6 @@ from commands import render
 from commands._common import KeyOption, PassphraseOption, load_key
 from ledger import keys
 from ledger.errors import BadInput
-from ledger.witness import Witness
 
 witness_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                           help="Run a transparency-log witness (C2SP tlog-witness).")
@@ -73,6 +72,8 @@ def serve(
     from ledger.witness_app import witness_app as make_app
 
     logs = _logs(log)
+    from ledger.witness import Witness  # on use: the other commands' start-up need not load it
+
     witness = Witness(name, load_key(key, passphrase_file), logs, state)
     sock = _listen(host, port)
     bound = sock.getsockname()[1]
