@@ -6,6 +6,7 @@ exits with its family's status; usage errors from parsing print one line too, ne
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -44,6 +45,22 @@ def _ways_on(error: ViolationsFound) -> list[str]:
     return ways
 
 
+_OWN_PROCESS = False  # set by `commands.main.run`: the process is the command's, not a test runner's
+
+
+def own_the_process() -> None:
+    """Say that this process runs one command and ends with it (so its Ctrl-C handling is ours to set)."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
+
+
+def _no_more_interrupts() -> None:
+    """Ignore Ctrl-C from here on: the command has finished or is already stopping, and what is left
+    (its exit, the interpreter's clean-up of worker processes) must end with the command's own status."""
+    if _OWN_PROCESS:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class OneLineGroup(TyperGroup):
     """DESIGN.md: errors are one line on stderr, with the status of their family; no panel, no traceback."""
 
@@ -56,6 +73,7 @@ class OneLineGroup(TyperGroup):
             render.say(message(e))
             raise typer.Exit(exit_status(e)) from None
         except KeyboardInterrupt:
+            _no_more_interrupts()  # a second Ctrl-C while this unwinds must not print a traceback
             render.say("interrupted; nothing half-written")
             raise typer.Exit(EXIT_USAGE) from None
         except BrokenPipeError:  # writes to stdout go through `render.out`, which never raises this
@@ -68,8 +86,11 @@ class OneLineGroup(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
-            rv = super().main(args, prog_name or "custody", complete_var, standalone_mode=False,
-                              windows_expand_args=windows_expand_args, **extra)
+            try:
+                rv = super().main(args, prog_name or "custody", complete_var, standalone_mode=False,
+                                  windows_expand_args=windows_expand_args, **extra)
+            finally:
+                _no_more_interrupts()  # the work is over: a late Ctrl-C must not turn the exit into a traceback
         except typer.TyperException as e:  # Click's usage errors and other exceptions of its own
             ctx = getattr(e, "ctx", None)  # a usage error knows its command
             command = ctx.command_path if ctx is not None else "custody"

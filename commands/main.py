@@ -66,4 +66,5 @@ witness_cmd.register(app)
 
 
 def run() -> None:
+    _errors.own_the_process()
     app(prog_name="custody")
