@@ -26,6 +26,7 @@ from ledger.errors import (
     EncodingInvalid,
     IntegrityError,
     LedgerError,
+    OperatorKeyRefused,
     Refused,
     StoreError,
     ViolationsFound,
@@ -148,12 +149,13 @@ class Batch:
 
     def check_limits(self, statement: Statement) -> None:
         """Refuse what an honest writer never logs though the hard rules allow it: the operator's key
-        registered to a participant (`Refused`: it signs checkpoints only, DESIGN.md "Who may sign");
-        amounts beyond `limits.MAX_STATEMENT_CENTS`, or an entry's totals beyond `limits.MAX_TOTAL_CENTS`
-        (`BadInput`)."""
+        registered to a participant (`OperatorKeyRefused`: it signs checkpoints only, DESIGN.md "Who may
+        sign"); amounts beyond `limits.MAX_STATEMENT_CENTS`, or an entry's totals beyond
+        `limits.MAX_TOTAL_CENTS` (`BadInput`)."""
         if statement.kind == "participant_registered" and statement.data["key"] == self.state.operator:
-            raise Refused(f"key {key_id(statement.data['key'])} is the log operator's: the operator's key "
-                          "signs checkpoints only, never statements; register another key")
+            raise OperatorKeyRefused(f"key {key_id(statement.data['key'])} is the log operator's: the "
+                                     "operator's key signs checkpoints only, never statements; register "
+                                     "another key")
         limits.check_amounts(statement.kind, statement.data)
         if statement.kind != "duty_paid":
             return
@@ -365,11 +367,12 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
                   clock: Callable[[], int] = now_us, attempts: int = MAX_ATTEMPTS) -> list[Recorded | Rejected]:
     """Append statements signed elsewhere (the service's submissions), in order, in one transaction.
 
-    Each is (statement, findings): the hard rules apply to all; with findings "refuse" a custody step that
-    would add findings is refused (`ViolationsFound`, their index the log size at the attempt) as `record`'s
-    pre-check refuses it. A refused statement is left out and its error returned in its place; the others
-    are appended. A lost race (`Conflict`) redoes the whole group on the heads as they now are; nothing is
-    re-signed, so a statement whose unit moved on is then refused (`chain`).
+    Each is (statement, findings): the hard rules and the writer's bounds (`Batch.check_limits`, as
+    `record` applies them) apply to all; with findings "refuse" a custody step that would add findings is
+    refused (`ViolationsFound`, their index the log size at the attempt) as `record`'s pre-check refuses
+    it. A refused statement is left out and its error returned in its place; the others are appended. A
+    lost race (`Conflict`) redoes the whole group on the heads as they now are; nothing is re-signed, so a
+    statement whose unit moved on is then refused (`chain`).
     """
     started = time.monotonic()
     delay = BACKOFF_FIRST_S
@@ -381,6 +384,7 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
             for statement, findings in statements:
                 try:
                     batch.check(statement)
+                    batch.check_limits(statement)
                     if findings == "refuse" and statement.units:
                         found = batch.preview(statement)
                         if found:
@@ -394,7 +398,9 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
                         heads = tuple((s, units[s].head if s in units else None) for s in statement.serials)
                     out.append(Rejected(statement, e, heads))
                     continue
-                except ViolationsFound as e:
+                except Conflict:
+                    raise  # the log moved: the whole group is redone
+                except (Refused, BadInput) as e:  # the pre-check's findings, or beyond the writer's bounds
                     out.append(Rejected(statement, e))
                     continue
                 out.append(Recorded(batch.size - 1, statement, tuple(added), (), attempt))

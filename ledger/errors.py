@@ -136,6 +136,13 @@ class ViolationsFound(Refused):
         self.some_clean = some_clean
 
 
+class OperatorKeyRefused(Refused):
+    """The log operator's key registered to a participant: it signs checkpoints only (DESIGN.md "Who may
+    sign"); the service answers it with the check `signer`."""
+
+    check = "signer"
+
+
 class Conflict(Refused):
     """Another writer appended first; re-read the heads and try again."""
 

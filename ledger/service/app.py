@@ -211,8 +211,10 @@ class Service:
             return ApiError(409 if failed.moved else 422, "chain", str(e), heads=heads)
         if isinstance(e, IntegrityError):
             return ApiError(400 if e.check == "encoding" else 422, e.check, str(e))
-        if isinstance(e, Refused):
-            return ApiError(422, "usage", e.detail)
+        if isinstance(e, Refused):  # beyond the writer's bounds: the operator's key as a participant's
+            return ApiError(422, getattr(e, "check", "usage"), e.detail)
+        if isinstance(e, BadInput):  # beyond the writer's bounds: an amount or an entry's total
+            return ApiError(422, "encoding", e.detail)
         return unavailable(e.detail)
 
     async def heads(self, request: Request) -> Response:

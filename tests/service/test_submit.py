@@ -259,3 +259,52 @@ def test_skip_violating_over_http_records_the_clean_units(served: Served, book: 
     assert "for 1 unit" in done.stdout and "skipped 1 violating unit(s): K2" in done.stdout
     allowed = remote(served.url, *inspect[:4], "--serial", "K2", *inspect[8:], "--allow-violation")
     assert allowed.exit_code == 0, allowed.stderr
+
+
+def test_the_writers_bounds_apply_to_submissions(served: Served, book: Book) -> None:
+    """What the CLI writer refuses beyond the hard rules (money beyond `limits`, the operator's key
+    registered to a participant) is refused over HTTP too: 422 with the check, never 503, nothing logged."""
+    from ledger import limits
+
+    origin = "custody.test/h200-cn"
+    fab = _fab(book, ["M1"])
+    cbp = _key(book, "cbp")
+
+    head = [fab.hash]
+
+    def duty(entry: str, entered: int, paid: int, at: int) -> bytes:
+        signed = sign_statement(cbp, origin=origin, kind="duty_paid", at=at, units=[("M1", head[0])],
+                                data={"entry": entry, "entered_value": entered, "duty": paid})
+        head.append(signed.hash)
+        return signed.wire
+
+    operator = keys.load_public(Path(book.pub("operator")))
+    rogue = sign_statement(_key(book, "authority"), origin=origin, kind="participant_registered", at=now_us(),
+                           units=(), data={"id": "op", "name": "Operator", "country": "US",
+                                           "roles": ["fab"], "key": operator})
+    with served.client() as http:
+        post = lambda wire: http.post("/v1/statements", content=wire, headers=STATEMENT,  # noqa: E731
+                                      params={"findings": "allow"})
+        assert post(fab.wire).status_code == 200
+        size = http.post("/v1/heads", json={"serials": []}).json()["log_size"]
+        r = post(duty("E-BIG", limits.MAX_STATEMENT_CENTS + 1, 1, now_us()))
+        del head[1:]
+        assert (r.status_code, r.json()["error"]) == (422, "encoding"), r.text
+        assert "entered_value" in r.json()["detail"]
+        r = post(duty("E-BIG", 1, limits.MAX_STATEMENT_CENTS + 1, now_us()))
+        del head[1:]
+        assert (r.status_code, r.json()["error"]) == (422, "encoding"), r.text
+        r = post(rogue.wire)
+        assert (r.status_code, r.json()["error"]) == (422, "signer"), r.text
+        assert "operator" in r.json()["detail"]
+        assert http.post("/v1/heads", json={"serials": []}).json()["log_size"] == size
+        # an entry's running total beyond the bound, over several statements within it each
+        at = now_us()
+        for i in range(9):
+            r = post(duty("E-SUM", limits.MAX_STATEMENT_CENTS, 0, at + i))
+            assert r.status_code == 200, r.text
+            head[0] = head.pop()
+        r = post(duty("E-SUM", limits.MAX_STATEMENT_CENTS, 0, at + 9))
+        assert (r.status_code, r.json()["error"]) == (422, "encoding"), r.text
+        assert "E-SUM" in r.json()["detail"]
+        assert http.post("/v1/heads", json={"serials": []}).json()["log_size"] == size + 9
