@@ -1,11 +1,14 @@
-"""The service's write side: submissions appended by the library's writer, checkpoints signed on a timer.
+"""The service's write side: submissions appended by the library's writer, and checkpoints signed.
 
-One writer thread per process does every write: it takes the waiting submissions in groups and hands each
-group to `append.append_signed` (the hard rules, the pre-check, one transaction under the store's writer
-lock, a lost race redone), then, within `checkpoint_every` seconds of any growth of the log (whoever
-appended it), signs a checkpoint with `tree_head.sign_tree_head`. Several processes on one PostgreSQL
-database take turns on the writer lock; their checkpoints are one sequence, as the store's optimistic
-versions allow one signer per version (the others find that size signed and adopt it).
+One writer thread per process does every write, group-committing: it takes everything queued, hands it
+(in groups of at most `GROUP_SIZE`) to `append.append_signed` (the hard rules, the writer's bounds, the
+pre-check, one transaction under the store's writer lock, a lost race redone), and at once signs one
+checkpoint of the whole log with `tree_head.sign_tree_head`, which answers them all; what is submitted
+meanwhile waits for the next cycle, which starts as soon as this one ends. So a busy service signs at most
+one checkpoint per cycle and none when nothing grew. Growth by other writers (the CLI, another serve
+process) is signed within `checkpoint_every` seconds, by a look at the store on a timer. Several processes
+on one PostgreSQL database take turns on the writer lock; their checkpoints are one sequence, as the
+store's optimistic versions allow one signer per version (the others find that size signed and adopt it).
 
 A submission is answered once a checkpoint covers it, with an inclusion proof in that checkpoint. A wire
 form already logged is answered the same way, before any rule. At most `max_waiting` submissions wait at
@@ -167,31 +170,28 @@ class Ledger:
             self._thread = None
 
     def submit(self, pending: Pending) -> None:
-        """Queue a submission; the writer appends what is queued when a checkpoint is due (so that one
-        transaction takes all that one checkpoint will cover), or sooner once a group is full."""
+        """Queue a submission and wake the writer: if it is in a cycle, the submission goes in the next one,
+        with everything else queued meanwhile (one transaction, one checkpoint)."""
         self._queue.put(pending)
-        waiting = self._queue.qsize()
-        if waiting == 1 or waiting >= GROUP_SIZE or time.monotonic() >= self._last_signed + self.checkpoint_every:
-            self._wake.set()  # the first one: the writer may be sleeping until a later look at the store
+        self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=self._sleep())
             self._wake.clear()
             started = time.monotonic()
-            if (not self._stop.is_set() and 0 < self._queue.qsize() < GROUP_SIZE
-                    and started < self._last_signed + self.checkpoint_every):
-                continue  # woken by a first submission before its checkpoint is due: sleep until then
+            appended = False
             while not self._stop.is_set():
                 group: list[Pending] = []
                 with contextlib.suppress(queue.Empty):
                     while len(group) < GROUP_SIZE:
                         group.append(self._queue.get_nowait())
                 if group:
-                    self._append(group)
+                    appended = self._append(group) or appended
                 if len(group) < GROUP_SIZE:
                     break
-            self._checkpoint_due(started=started)
+            # a cycle that appended signs at once (one checkpoint for all it took); else the timer's look
+            self._checkpoint_due(force=appended, started=started)
         for pending in self._drain():
             pending.resolve(Failed(StoreError("the service is stopping"), unavailable=True))
 
@@ -206,17 +206,18 @@ class Ledger:
         return out
 
     def _sleep(self) -> float:
-        """Until the next checkpoint may be signed when something waits for one, else until the next look
-        at the store for other writers' growth."""
+        """No wait when submissions are queued; else until the next checkpoint may be signed when the log
+        grew beyond the latest one, else until the next look at the store for other writers' growth."""
+        if self._queue.qsize():
+            return 0.0
         due = self._last_signed + self.checkpoint_every
         covered = self.checkpoint[0] if self.checkpoint is not None else 0
-        if self._queue.qsize() or self.tiles.size > covered:
-            target = due
-        else:
-            target = max(due, self._last_look + min(POLL_S, self.checkpoint_every))
+        grown = self.tiles.size > covered
+        target = due if grown else max(due, self._last_look + min(POLL_S, self.checkpoint_every))
         return max(0.001, target - time.monotonic())
 
-    def _append(self, group: list[Pending]) -> None:
+    def _append(self, group: list[Pending]) -> bool:
+        """Append `group`; whether some of it is logged and waits for a checkpoint (to be signed now)."""
         try:
             if not self.writer.opened:  # another process may have opened the ledger meanwhile
                 self._reopen_writer()
@@ -226,7 +227,7 @@ class Ledger:
             self.healthy = False
             for pending in group:
                 pending.resolve(Failed(e, unavailable=True))
-            return
+            return False
         if self.origin is None and self.writer.opened:
             self._check_operator(self.writer)
         self.tiles.refresh(self.writer)
@@ -243,6 +244,7 @@ class Ledger:
                 pending.resolve(Failed(outcome.error, outcome.heads, moved=_moved(pending.statement,
                                                                                   outcome.heads)))
         self.wait_for_checkpoint(waiting)
+        return bool(waiting)
 
     def _reopen_writer(self) -> None:
         fresh = Store(self.db)
@@ -290,7 +292,8 @@ class Ledger:
         return grown
 
     def _checkpoint_due(self, *, force: bool = False, started: float | None = None) -> None:
-        """Sign a checkpoint of the whole log if it grew and the last one is `checkpoint_every` old.
+        """Sign a checkpoint of the whole log if it grew and the last one is `checkpoint_every` old, or
+        (`force`) at once, after a cycle that appended: `sign_tree_head` signs only a size not yet signed.
 
         The interval counts from the start of the cycle that appended and signed (`started`), so that a
         busy service signs every `checkpoint_every` seconds, not every interval plus the cycle's own time.

@@ -143,12 +143,15 @@ def test_a_full_service_answers_503_with_retry_after(book: Book) -> None:
     statements = [sign_statement(fab, origin="custody.test/h200-cn", kind="fabricated", at=now_us(),
                                  units=[(f"W{i}", ZERO_HASH)],
                                  data={"model": "H200-SXM5-141GB", "site": "F", "lot": "L"}) for i in range(2)]
-    # checkpoints an hour apart: the first submission waits (and gives up after a second), the second finds
-    # the service full
+    # the writer held up (a slow store): the first submission waits (and gives up after a second), the
+    # second finds the service full
+    import threading
+
+    held = threading.Event()
     with Served(book.db, Path(book.key("operator")), checkpoint_every=3600, max_waiting=1,
                 wait_timeout=1.0) as server, server.client() as http:
-        import threading
-
+        append = server.ledger._append
+        server.ledger._append = lambda group: held.wait(10) and append(group)  # type: ignore[method-assign]
         first: dict[str, httpx.Response] = {}
         waiter = threading.Thread(target=lambda: first.setdefault("r", http.post(
             "/v1/statements", content=statements[0].wire, headers=STATEMENT)))
@@ -156,5 +159,6 @@ def test_a_full_service_answers_503_with_retry_after(book: Book) -> None:
         time.sleep(0.3)
         full = http.post("/v1/statements", content=statements[1].wire, headers=STATEMENT)
         waiter.join()
+        held.set()
         assert full.status_code == 503 and full.headers["retry-after"] and full.json()["error"] == "unavailable"
         assert first["r"].status_code == 503 and first["r"].json()["error"] == "unavailable"
