@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from commands import render
-from commands._common import open_store, progress
+from commands._common import db_url, ledger_url, open_store, progress
 from ledger import append, reports
+from ledger.errors import BadInput
 
 DEFAULT_UNITS = 240  # DESIGN.md: `demo` takes 240 units by default (ledger.demo imports on use: start-up)
 
@@ -18,19 +19,17 @@ DEFAULT_UNITS = 240  # DESIGN.md: `demo` takes 240 units by default (ledger.demo
 def demo_command(
     units: Annotated[int, typer.Option("--units", min=1, metavar="N",
                                                   help="Units to take through the steps.")] = DEFAULT_UNITS,
-    directory: Annotated[Path | None, typer.Option(
+    directory: Annotated[Path, typer.Option(
         "--dir", metavar="DIR",
-        help="Folder for custody.db and keys/ (default: a fresh temporary folder).")] = None,
+        help="Folder for custody.db, checkpoint.txt and keys/ (default: the working directory, so that "
+             "the other commands find custody.db there).")] = Path(),
 ) -> None:
     """Build a demo ledger: keys, N units through the steps, injected violations; verify and report."""
     from ledger import demo  # here, not at the top: every other command's start-up would pay for it
 
     now = append.now_us()
     plan = demo.plan(units, now)
-    if directory is None:
-        directory = Path(tempfile.mkdtemp(prefix="custody-demo-"))
-    else:
-        demo.check_directory(directory)
+    demo.check_directory(directory)  # before anything is written: a ledger or a demo key already there
     with progress("recording", plan.total) as advance:
         result = demo.run(directory, plan, now_us=now, progress=advance)
     db = str(result.db)
@@ -58,15 +57,25 @@ def demo_command(
                f"({report.violations} finding(s); `custody verify` exits "
                f"{0 if report.compliant else 3 if report.intact else 1})")
     render.out("try:")
+    # without --db when the commands would open this very ledger anyway (custody.db here, no CUSTODY_DB)
+    custody = "custody" if _is_default_store(result.db) else f"custody --db {shlex.quote(db)}"
     sample = result.injected[0].serials[0] if result.injected else "1652224000001"
     scrapped = next((v.serials[0] for v in result.injected if v.code == demo.SCRAPPED), None)
     for command in ("verify", f"history {sample}", *([f"history {scrapped}"] if scrapped else []), "report duty",
                     "report customers", "report units", "report volume", "replay --upto 20",
                     "report html report.html"):
-        render.out(f"  custody --db {db} {command}")
+        render.out(f"  {custody} {command}")
     render.out()
     with open_store(db, readonly=True) as store:
         render.emit(reports.of_store(store, "compliance", until=None, now_us=now))
+
+
+def _is_default_store(db: Path) -> bool:
+    """Whether a command given no --db (nor --ledger) opens `db`: the default store resolves to it."""
+    try:
+        return ledger_url(None, None) is None and Path(db_url(None)).resolve() == db.resolve()
+    except BadInput:  # CUSTODY_DB and CUSTODY_LEDGER both set: name the ledger
+        return False
 
 
 def register(app: typer.Typer) -> None:

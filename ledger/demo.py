@@ -79,6 +79,7 @@ STORY = (AFTER_TERMINAL, VOLUME_RATIO_EXCEEDED, ATTESTATION_OVERDUE)
 # story lines that are no violation: the code a `Violation` of them carries is "" (none expected)
 CLEAN_STORIES = (SCRAPPED, WITHDRAWN)
 MIN_UNITS_FOR_ALL = 80  # with fewer units, some of the story is given up
+CHECKPOINT_FILE = "checkpoint.txt"  # beside custody.db: the operator's checkpoint of the demo's log
 
 
 @dataclass(frozen=True)
@@ -412,20 +413,18 @@ def _admin(plan: Plan, key: Mapping[str, keys.PrivateKey]) -> list[_Step]:
 
 
 def check_directory(directory: Path) -> None:
-    """Refuse, before writing anything, a folder that already holds a ledger or any of the demo's keys."""
-    db = directory / "custody.db"
-    if db.exists():
-        raise BadInput(f"{db} already exists: give --dir a new or empty folder")
-    for name in KEY_NAMES:
-        for path in (directory / "keys" / name, directory / "keys" / f"{name}.pub"):
-            if path.exists():
-                raise BadInput(f"{path} already exists: give --dir a new or empty folder")
+    """Refuse, before writing anything, a folder that already holds a ledger, a checkpoint or any of the
+    demo's keys: the demo writes into the working directory by default, and never over what is there."""
+    for path in (directory / "custody.db", directory / CHECKPOINT_FILE,
+                 *(directory / "keys" / f for name in KEY_NAMES for f in (name, f"{name}.pub"))):
+        if path.exists() or path.is_symlink():
+            raise BadInput(f"{path} already exists: remove it, or give --dir a new or empty folder")
 
 
 def _sign_checkpoint(store: Store, operator: keys.PrivateKey, directory: Path) -> Path:
     """The operator signs (and the store keeps) a checkpoint of the whole log; a copy goes beside it."""
     signed = tree_head.sign_tree_head(store, operator)
-    path = directory / "checkpoint.txt"
+    path = directory / CHECKPOINT_FILE
     path.write_text(signed.note, encoding="utf-8")
     return path
 
@@ -435,7 +434,7 @@ def run(directory: Path, the_plan: Plan, *, now_us: int,
     """Make the keys and the ledger in `directory`, record `the_plan`, sign a checkpoint, verify.
 
     `progress(1)` is called after each of the plan's `total` statements. Refuses (`BadInput`) a folder
-    that already holds a ledger or demo keys, before writing anything.
+    that already holds a ledger, a checkpoint or demo keys, before writing anything.
     """
     directory.mkdir(parents=True, exist_ok=True)
     check_directory(directory)

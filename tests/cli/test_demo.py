@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from commands.main import app
@@ -112,14 +114,65 @@ def test_demo_bad_input_is_exit_2_and_writes_nothing(tmp_path: Path, runner: Cli
     assert (tmp_path / "custody.db").read_bytes() == b"precious" and not (tmp_path / "keys").exists()
 
 
-def test_demo_default_folder_is_fresh(tmp_path: Path) -> None:
-    """A real process, default folder: a fresh temporary directory each time."""
-    env = {"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-c", "from commands.main import run; run()", "demo", "--units", "2"]
-    runs = [subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
-                           timeout=120) for _ in range(2)]
-    for run in runs:
-        assert run.returncode == 0, run.stderr
-        assert run.stderr == ""  # no progress bar when piped
-    folders = sorted(p for p in tmp_path.iterdir() if p.name.startswith("custody-demo-"))
-    assert len(folders) == 2 and all((f / "custody.db").exists() for f in folders)
+def _demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`custody demo` in a real process, in `cwd`, with no CUSTODY_DB or CUSTODY_LEDGER."""
+    command = [sys.executable, "-c", "from commands.main import run; run()", "demo", *args]
+    return subprocess.run(command, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, cwd=cwd,
+                          timeout=120)
+
+
+def _written(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_demo_default_folder_is_the_working_directory(tmp_path: Path) -> None:
+    """No --dir: custody.db, checkpoint.txt and keys/ in the working directory, where every other command
+    looks by default; its hints need no --db. A second run refuses (exit 2, one line) and writes nothing."""
+    first = _demo(tmp_path, "--units", "2")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""  # no progress bar when piped
+    assert "  ledger:     custody.db (origin" in first.stdout and "  keys:       keys/ (" in first.stdout
+    hints = [line.strip() for line in first.stdout.splitlines() if line.startswith("  custody ")]
+    assert "custody verify" in hints and "custody report html report.html" in hints
+    assert not any("--db" in h for h in hints)
+    assert (tmp_path / "custody.db").is_file() and (tmp_path / demo.CHECKPOINT_FILE).is_file()
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == sorted(
+        f for name in demo.KEY_NAMES for f in (name, f"{name}.pub"))
+    before = _written(tmp_path)
+    again = _demo(tmp_path, "--units", "2")
+    assert again.returncode == 2 and again.stdout == ""
+    assert again.stderr.strip() == ("custody: custody.db already exists: remove it, or give --dir a new or "
+                                    "empty folder")
+    assert _written(tmp_path) == before
+
+
+def test_demo_refuses_a_folder_holding_any_file_it_would_write(tmp_path: Path, runner: CliRunner) -> None:
+    for name in ("checkpoint.txt", "keys/bytedance", "keys/operator.pub"):
+        folder = tmp_path / name.replace("/", "-")
+        (folder / name).parent.mkdir(parents=True)
+        (folder / name).write_text("mine")
+        result = runner.invoke(app, ["demo", "--units", "2", "--dir", str(folder)])
+        assert result.exit_code == 2 and result.stdout == "", name
+        assert f"{folder / name} already exists: remove it" in result.stderr
+        assert _written(folder) == {name: b"mine"}  # nothing written beside it
+
+
+def test_demo_hints_name_the_ledger_when_it_is_not_the_default(tmp_path: Path, runner: CliRunner) -> None:
+    folder = tmp_path / "my demo"
+    result = runner.invoke(app, ["demo", "--units", "2", "--dir", str(folder)], env={"CUSTODY_DB": ""})
+    assert result.exit_code == 0, result.stderr
+    assert f"  custody --db '{folder / 'custody.db'}' verify" in result.stdout
+
+
+def test_git_keeps_what_the_demo_writes_out_of_the_repository() -> None:
+    """Run in a clone's root (the README's first command), the demo's files are ignored, keys/*.pub too."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    written = ["custody.db", "custody.db-wal", "checkpoint.txt", "report.html",
+               *(f"keys/{f}" for name in demo.KEY_NAMES for f in (name, f"{name}.pub"))]
+    checked = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(written),
+                             capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert sorted(checked.stdout.split()) == sorted(written)
+    kept = subprocess.run(["git", "check-ignore", "--no-index", "keys/mylab.pub"], capture_output=True, cwd=ROOT,
+                          timeout=30)
+    assert kept.returncode == 1  # a participant's own public key can still be committed
