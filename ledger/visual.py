@@ -230,25 +230,32 @@ def _latest_checkpoint(store: Store, log_size: int, operator: bytes | None) -> C
             best = (size, note)
     if best is None or store.origin is None:
         return None
+    return checkpoint_info(best[1], store.origin, operator)
+
+
+def checkpoint_info(note: str, origin: str, operator: bytes | None) -> CheckpointInfo | None:
+    """A checkpoint note of the ledger `origin` as the banner shows it: its operator's signature checked
+    under `operator`, its other signature lines as cosigners. None for a malformed note (`verify`, in the
+    banner, names it)."""
     try:
-        parsed = notes.parse_note(best[1])
+        parsed = notes.parse_note(note)
     except LedgerError:
-        return None  # a malformed stored checkpoint: `verify` (in the banner) names it
+        return None
     verified = False
     if operator is not None:
         try:
-            notes.verify_operator(parsed, store.origin, operator)
+            notes.verify_operator(parsed, origin, operator)
             verified = True
         except LedgerError:
             verified = False
-    operator_hash = notes.note_key_hash(store.origin, operator) if operator is not None else None
+    operator_hash = notes.note_key_hash(origin, operator) if operator is not None else None
     cosigners = []
     for sig in parsed.signatures:
-        if sig.name == store.origin and sig.key_hash == operator_hash:
+        if sig.name == origin and sig.key_hash == operator_hash:
             continue
         stamp = None
         if len(sig.payload) == notes.TIMESTAMP_SIZE + notes.ED25519_SIGNATURE_SIZE:
             stamp = int.from_bytes(sig.payload[:notes.TIMESTAMP_SIZE], "big")
         cosigners.append(Cosigner(sig.name, stamp))
-    return CheckpointInfo(size=parsed.checkpoint.size, root=parsed.checkpoint.root, operator=store.origin,
+    return CheckpointInfo(size=parsed.checkpoint.size, root=parsed.checkpoint.root, operator=origin,
                           operator_verified=verified, cosigners=tuple(cosigners), note=parsed.text)

@@ -175,13 +175,6 @@ class LedgerClient:
     def report_document(self, name: str, until: str | None = None) -> dict[str, Any]:
         return dict(self._json(self._read(f"/v1/reports/{name}", until=until)))
 
-    def page(self, until: str | None = None) -> bytes:
-        """The visual report as the service makes it at `GET /` (what `report html` writes)."""
-        response = self._read("/", until=until)
-        if not response.headers.get("content-type", "").startswith("text/html"):
-            raise StoreError(f"the ledger service at {self.url} answered / with something that is not a page")
-        return response.content
-
     def consistency(self, old: int, new: int) -> list[bytes]:
         document = self._json(self._read("/v1/proofs/consistency", **{"from": old, "to": new}))
         return [bytes.fromhex(h) for h in document["proof"]]

@@ -1,4 +1,4 @@
-"""Following a served log by C2SP tlog-tiles: `verify --ledger URL`.
+"""Following a served log by C2SP tlog-tiles: `verify --ledger URL`, and `report html --ledger URL`'s log.
 
 The client reads the served checkpoint, then every entry bundle up to its size (each wire form after its
 big-endian uint16 length, exactly as many as the bundle's width) and verifies those statements as it
@@ -82,11 +82,21 @@ def verify_served(client: LedgerClient, options: verification.Options) -> verifi
     note = client.checkpoint()
     if note is None:
         raise NotFound(f"the ledger service at {client.url} holds no ledger yet: nothing to verify")
+    return verify_log(client, note, None, options)
+
+
+def verify_log(client: LedgerClient, note: str, size: int | None, options: verification.Options) \
+        -> verification.Report:
+    """Verify the served log's first `size` statements (default: the checkpoint's size), through its tiles,
+    against the checkpoint `note` the service served. A `size` beyond the checkpoint's (the log grew since
+    it was signed; every tile of a log size the service holds is served) is verified as a database is:
+    the checkpoint against its own prefix, and a warning that no checkpoint covers the rest."""
     try:
         parsed = notes.parse_note(note)
     except LedgerError as e:
         raise StoreError(f"the ledger service at {client.url} serves something that is not a checkpoint: "
                          f"{e.detail}") from e
-    size, origin = parsed.checkpoint.size, parsed.checkpoint.origin
-    return verification.verify_wires(origin, _entries(client, size), lambda: [note], options, where="served",
-                                     count=size, after=lambda v: _check_tiles(client, size, v))
+    origin = parsed.checkpoint.origin
+    count = parsed.checkpoint.size if size is None else size
+    return verification.verify_wires(origin, _entries(client, count), lambda: [note], options, where="served",
+                                     count=count, after=lambda v: _check_tiles(client, count, v))

@@ -50,7 +50,7 @@ def test_the_root_takes_until_and_refuses_anything_else(served: Served, book: Bo
     assert other.status_code == 400 and bad.json()["error"] == "usage"
 
 
-def test_report_html_over_http_writes_the_served_page(served: Served, book: Book) -> None:
+def test_report_html_over_http_writes_the_served_ledgers_page(served: Served, book: Book) -> None:
     book.full_flow(["H1"], at="2026-01-10")
     book.full_flow(["H2"], at="2026-02-10")
     page = book.dir / "remote.html"
