@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -9,9 +10,8 @@ from typing import Annotated
 import typer
 
 from commands import render
-from commands._common import db_url, ledger_url, open_store, progress
+from commands._common import db_url, open_store, progress
 from ledger import append, reports
-from ledger.errors import BadInput
 
 DEFAULT_UNITS = 240  # DESIGN.md: `demo` takes 240 units by default (ledger.demo imports on use: start-up)
 
@@ -71,11 +71,9 @@ def demo_command(
 
 
 def _is_default_store(db: Path) -> bool:
-    """Whether a command given no --db (nor --ledger) opens `db`: the default store resolves to it."""
-    try:
-        return ledger_url(None, None) is None and Path(db_url(None)).resolve() == db.resolve()
-    except BadInput:  # CUSTODY_DB and CUSTODY_LEDGER both set: name the ledger
-        return False
+    """Whether a command given no --db (nor --ledger) opens `db`: the default store resolves to it and no
+    CUSTODY_LEDGER sends it to a service instead (an explicit --db beats that, so the hints give one)."""
+    return not os.environ.get("CUSTODY_LEDGER") and Path(db_url(None)).resolve() == db.resolve()
 
 
 def register(app: typer.Typer) -> None:

@@ -176,3 +176,11 @@ def test_git_keeps_what_the_demo_writes_out_of_the_repository() -> None:
     kept = subprocess.run(["git", "check-ignore", "--no-index", "keys/mylab.pub"], capture_output=True, cwd=ROOT,
                           timeout=30)
     assert kept.returncode == 1  # a participant's own public key can still be committed
+
+
+def test_demo_hints_name_the_ledger_when_custody_ledger_would_send_commands_elsewhere(
+        tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo", "--units", "2"], env={"CUSTODY_DB": "", "CUSTODY_LEDGER": "http://x:1"})
+    assert result.exit_code == 0, result.stderr
+    assert "  custody --db custody.db verify" in result.stdout
