@@ -11,6 +11,7 @@ from pathlib import Path
 
 from commands import render
 from commands._common import open_store
+from commands._gc import collector_paused
 from ledger import append, files, values
 from ledger.errors import BadInput
 
@@ -30,9 +31,10 @@ def write(file: Path, until: str | None, db: str | None, ledger: str | None = No
     else:
         from ledger import visual, visual_html  # on use: the other commands' start-up need not load them
 
-        with open_store(db, readonly=True) as store:
-            page = visual.build(store, until=when, now_us=now)
-        data = visual_html.render(page).encode()
+        with collector_paused():  # the page folds the whole log, as `verify` does
+            with open_store(db, readonly=True) as store:
+                page = visual.build(store, until=when, now_us=now)
+            data = visual_html.render(page).encode()
         source = ""
     files.write_atomic(file, data)
     found = len(page.reports["compliance"]["findings"])

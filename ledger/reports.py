@@ -9,7 +9,7 @@ cents in fields ending `_cents`). `OVERDUE` is computed here, as of the report t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,13 @@ class Report:
 def findings_as_of(state: State, as_of: int) -> list[Finding]:
     """Every finding of the log plus `OVERDUE` and `ATTESTATION_OVERDUE` as of `as_of`, grouped by code
     (DESIGN's order), then index."""
-    found = [*state.findings, *fold.timed(state, as_of)]
+    return in_report_order([*state.findings, *fold.timed(state, as_of)])
+
+
+def in_report_order(findings: Iterable[Finding]) -> list[Finding]:
+    """Findings grouped by code (DESIGN's order), then by index and serial; the sort is stable, so the same
+    findings in any order that keeps those of equal code, index and serial in theirs come out the same."""
+    found = list(findings)
     found.sort(key=lambda f: (_CODE_ORDER.get(f.code, len(CODES)), f.index, f.serial or ""))
     return found
 
@@ -55,10 +61,13 @@ def finding_json(f: Finding) -> dict[str, Any]:
     return {"code": f.code, "serial": f.serial, "index": f.index, "detail": f.detail}
 
 
-def compliance(state: State, as_of: int, log_size: int | None = None) -> Report:
-    """Every finding, grouped by code, with counts."""
+def compliance(state: State, as_of: int, log_size: int | None = None, *,
+               found: Sequence[Finding] | None = None) -> Report:
+    """Every finding, grouped by code, with counts. `found`: `findings_as_of(state, as_of)` if the caller
+    has it already (the visual report takes them from its `verify`, which gathers the same findings)."""
     size = state.size if log_size is None else log_size
-    found = findings_as_of(state, as_of)
+    if found is None:
+        found = findings_as_of(state, as_of)
     document = {"as_of": format_time(as_of), "log_size": size, "findings": [finding_json(f) for f in found],
                 "counts": counts(found)}
     return from_document("compliance", as_of, document)

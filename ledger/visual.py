@@ -11,15 +11,17 @@ and keeps every count), and the verification lists at most `verify.MAX_FAILURES`
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ledger import checkpoint as notes
-from ledger import reports
+from ledger import fold, reports
 from ledger import verify as verification
 from ledger.errors import LedgerError
+from ledger.state import Finding, State
 from ledger.statement import Statement
 from ledger.store import Store
 from ledger.values import MICROS_PER_DAY, format_time
@@ -119,18 +121,25 @@ class Page:
 def build(store: Store, *, until: int | None, now_us: int, workers: int | None = None) -> Page:
     """The page's data for the ledger in `store`, as of `until` (default: now).
 
-    One `verify` of the whole ledger gives the banner, and in the same pass each statement's time and every
-    unit's chain; as of now and intact, its fold is also the state the reports read (the views hold the
-    same fold), so the log is read once. Otherwise the reports read what `report` reads.
+    One `verify` of the whole ledger gives the banner, and in the same pass each statement's time, every
+    unit's chain and, with `until`, the fold of the statements with `at` ≤ `until` (what `replay --until`
+    folds once the rules passed: `report --until` reads it). As of now and intact, verify's own fold is the
+    state the reports read (the views hold the same fold) and its findings are theirs. So the log is read
+    once; only a ledger that is not intact is read again, as `report` reads it.
     """
-    log = _LogReader(until)
+    log = _LogReader(until, store.origin)
     options = verification.Options(as_of=now_us, now=now_us, workers=workers, folded=log.statement)
     checked = verification.verify_store(store, options)
-    if until is None and checked.intact:
+    found: list[Finding] | None = None
+    if checked.intact and until is None:
         state, as_of, log_size = checked.state, now_us, checked.state.size
+        found = reports.in_report_order(checked.findings)  # verify's: the log's and the timed, as of now_us
+    elif checked.intact and until is not None and log.until_state is not None:
+        state, as_of, log_size = log.until_state, until, log.folded
     else:
         state, as_of, log_size = reports.state_of_store(store, until=until, now_us=now_us)
-    documents = {name: reports.build(name, state, as_of, log_size).document for name in reports.REPORTS}
+    documents = {name: (reports.compliance(state, as_of, log_size, found=found) if name == "compliance"
+                        else reports.build(name, state, as_of, log_size)).document for name in reports.REPORTS}
     verified = Verification(intact=checked.intact, log_size=checked.log_size, checks=checked.checks,
                             failures=tuple(checked.failures), warnings=checked.warnings)
     findings = documents["compliance"]["findings"]
@@ -149,9 +158,21 @@ def week_of(at: int) -> str:
 def _weeks(findings: Sequence[Mapping[str, Any]], times: Mapping[int, int]) -> tuple[WeekCount, ...]:
     """Findings per week of the statement that shows them, then per code in the report's order."""
     order = {code: i for i, code in enumerate(dict.fromkeys(f["code"] for f in findings))}
-    seen = Counter((week_of(times[f["index"]]), f["code"]) for f in findings if f["index"] in times)
+    per_statement = Counter(map(_INDEX_CODE, findings))  # many findings share a statement (a shipment's)
+    seen: Counter[tuple[str, str]] = Counter()
+    weeks: dict[int, str] = {}  # day -> its week: a ledger's statements fall on far fewer days
+    for (index, code), n in per_statement.items():
+        at = times.get(index)
+        if at is None:
+            continue
+        day = at // MICROS_PER_DAY
+        week = weeks.get(day) or weeks.setdefault(day, week_of(at))
+        seen[week, code] += n
     return tuple(WeekCount(week, code, n) for (week, code), n in
                  sorted(seen.items(), key=lambda item: (item[0][0], order[item[0][1]])))
+
+
+_INDEX_CODE = operator.itemgetter("index", "code")
 
 
 def place_of(data: Mapping[str, Any]) -> str:
@@ -191,17 +212,26 @@ def _step(index: int, statement: Statement, participant: str | None) -> Step:
 
 class _LogReader:
     """Collects, statement by statement in log order, each one's time and every unit's chain of steps (those
-    with `at` ≤ `until`)."""
+    with `at` ≤ `until`), and with `until` folds those statements into a state of their own. `verify` calls
+    it with each statement that passed every rule: once all did, that state is what `replay --until` folds."""
 
-    def __init__(self, until: int | None) -> None:
+    def __init__(self, until: int | None, origin: str | None) -> None:
         self.until = until
         self.times: dict[int, int] = {}
         self.steps: dict[int, Statement] = {}
         self.chain: dict[str, list[int]] = {}
+        self.until_state = State(origin=origin) if until is not None else None
+        self.folded = 0  # statements folded into `until_state`
 
     def statement(self, index: int, statement: Statement) -> None:
         self.times[index] = statement.at
-        if not statement.units or (self.until is not None and statement.at > self.until):
+        if self.until is not None:
+            if statement.at > self.until:
+                return
+            assert self.until_state is not None
+            fold.apply(self.until_state, index, statement)
+            self.folded += 1
+        if not statement.units:
             return
         self.steps[index] = statement
         chain = self.chain

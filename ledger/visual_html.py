@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -394,19 +395,25 @@ def _svg(spec: dict[str, Any]) -> str:
 
 
 def _data(page: Page) -> str:
-    compliance = page.reports["compliance"]
-    codes: dict[str, int] = {}
-    details: dict[str, int] = {}
-    findings = [[codes.setdefault(f["code"], len(codes)), f["serial"], f["index"],
-                 details.setdefault(f["detail"], len(details))] for f in compliance["findings"]]
+    compliance: Sequence[Mapping[str, Any]] = page.reports["compliance"]["findings"]
+    # a finding is [code number, serial, index, detail number]: codes and details are few, findings many,
+    # so each column is taken whole (map, zip) rather than finding by finding
+    codes = {code: n for n, code in enumerate(dict.fromkeys(map(_CODE, compliance)))}
+    details = {detail: n for n, detail in enumerate(dict.fromkeys(map(_DETAIL, compliance)))}
+    findings = zip(map(codes.__getitem__, map(_CODE, compliance)), map(_SERIAL, compliance),
+                   map(_INDEX, compliance), map(details.__getitem__, map(_DETAIL, compliance)), strict=True)
     entries = [[e["entry"], e["statements"], e["units"], *(dollars(e[k]) for k in _MONEY), e["shortfall_cents"] > 0]
                for e in page.reports["duty"]["entries"]]
     document: dict[str, Any] = {"pageRows": PAGE_ROWS, "codes": list(codes), "details": list(details),
-                                "findings": findings, "entries": entries}
+                                "findings": list(findings), "entries": entries}
     document.update(_timeline_data(page.timelines))
-    text = msgspec.json.encode(document).decode()
+    text = _ENCODE(document).decode()
     # inside <script>: no "</script" or "<!--" can appear once every "<" is escaped (JSON allows \u003c)
     return text.replace("<", "\\u003c")
+
+
+_CODE, _SERIAL, _INDEX, _DETAIL = (operator.itemgetter(k) for k in ("code", "serial", "index", "detail"))
+_ENCODE = msgspec.json.Encoder().encode  # tuples as arrays, int keys as strings
 
 
 def _timeline_data(t: Timelines) -> dict[str, Any]:
@@ -415,14 +422,13 @@ def _timeline_data(t: Timelines) -> dict[str, Any]:
     signers: dict[tuple[str, str | None], int] = {}
     kinds: dict[str, int] = {}
     times: dict[int, str] = {}  # a shipment's statements often share their time
-    steps: dict[str, list[Any]] = {}
+    steps: dict[int, tuple[Any, ...]] = {}
     for i, s in t.steps.items():
         when = times.get(s.at) or times.setdefault(s.at, format_time(s.at))
-        steps[str(i)] = [kinds.setdefault(s.kind, len(kinds)), when,
-                         signers.setdefault((s.signer, s.participant), len(signers)), s.hash.hex(), s.place,
-                         [list(d) for d in s.details]]
-    return {"omitted": False, "kinds": list(kinds), "signers": [list(k) for k in signers], "steps": steps,
-            "chains": [list(c) for c in t.chains], "serials": list(t.serials), "chainOf": list(t.chain_of)}
+        steps[i] = (kinds.setdefault(s.kind, len(kinds)), when,
+                    signers.setdefault((s.signer, s.participant), len(signers)), s.hash.hex(), s.place, s.details)
+    return {"omitted": False, "kinds": list(kinds), "signers": list(signers), "steps": steps,
+            "chains": t.chains, "serials": t.serials, "chainOf": t.chain_of}
 
 
 # --- small helpers -------------------------------------------------------------------------------------

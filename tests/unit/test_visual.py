@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,10 +71,35 @@ def test_until_folds_what_the_report_folds_and_cuts_each_chain(demo_db: tuple[st
         ats = sorted(decode(e.wire).at for e in statements)
         until = ats[len(ats) // 2]
         page = visual.build(store, until=until, now_us=now)
+        state, as_of, size = reports.state_of_store(store, until=until, now_us=now)  # what `report --until` folds
+        assert dict(page.reports) == {n: reports.build(n, state, as_of, size).document for n in reports.REPORTS}
     assert page.as_of == until and page.until == until
     assert page.log_size == page.reports["compliance"]["log_size"] < page.ledger_size
     assert all(s.at <= until for s in page.timelines.steps.values())
     assert page.checkpoint is None  # the demo's one checkpoint covers the whole log, not this prefix
+
+
+@pytest.mark.parametrize("halfway", [False, True], ids=["now", "until"])
+def test_one_pass_over_the_log_serves_the_verdict_and_the_reports(demo_db: tuple[str, demo.DemoResult, int],
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  halfway: bool) -> None:
+    """The page's one `verify` reads the log; its fold (or, with `until`, the fold of the statements up to
+    then, made in the same pass) is what the reports read: the log is not read a second time."""
+    db, _, now = demo_db
+    with Store(db, readonly=True) as store:
+        ats = sorted(decode(e.wire).at for e in store.log())
+        until = ats[len(ats) // 2] if halfway else None
+        reads: list[int] = []
+        log_states = Store.log_states
+
+        def counted(self: Store, start: int = 0, chunk: int = 5000) -> Iterator[tuple[int, bytes]]:
+            reads.append(start)
+            return log_states(self, start, chunk)
+
+        monkeypatch.setattr(Store, "log_states", counted)
+        page = visual.build(store, until=until, now_us=now)
+    assert page.verification.intact and reads == [0]
+    assert sum(page.reports["units"]["steps"].values()) == page.reports["units"]["total"] > 0
 
 
 def test_too_many_units_for_timelines_keeps_the_counts(demo_db: tuple[str, demo.DemoResult, int],
