@@ -41,10 +41,12 @@ from ledger.errors import (
 from ledger.history import document as history_document
 from ledger.history import unit_history
 from ledger.service import openapi
+from ledger.service.page_cache import PageCache
 from ledger.service.submission import Covered, Failed, Ledger, Pending
 from ledger.service.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, parse_tile_path
 from ledger.state import UnitState
 from ledger.statement import decode, valid_id
+from ledger.store import Store
 from ledger.values import format_time, parse_time
 from ledger.witness_app import cosignatures_route
 from ledger.witnessing import WitnessConfig, Witnessing
@@ -90,6 +92,7 @@ class Service:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self._readers = asyncio.Semaphore(READERS)
+        self.pages = PageCache(_build_page)
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -291,12 +294,13 @@ class Service:
         return json_response(await self.read(load))
 
     async def page(self, request: Request) -> Response:
-        """`GET /`: the visual report (`report html`), live; one verify of the log per request, in this process
-        (no worker processes forked beside the server's threads)."""
+        """`GET /`: the visual report (`report html`), live. Building it verifies the whole log, in this
+        process (no worker processes forked beside the server's threads); the page is kept and served again
+        until the store changes (`page_cache`)."""
         until = self.time_param(self.query(request, ["until"]), "until")
 
-        def load() -> str:
-            return visual_html.render(visual.build(self._opened(), until=until, now_us=now_us(), workers=1))
+        def load() -> bytes:
+            return self.pages.page(self._opened(), until)
 
         return Response(await self.read(load), headers={"Cache-Control": "no-cache"},
                         media_type="text/html; charset=utf-8")
@@ -348,6 +352,10 @@ class Service:
 
     async def openapi_json(self, request: Request) -> Response:
         return json_response(openapi.document())
+
+
+def _build_page(store: Store, until: int | None) -> str:
+    return visual_html.render(visual.build(store, until=until, now_us=now_us(), workers=1))
 
 
 def _b64(raw: bytes) -> str:

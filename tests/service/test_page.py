@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Iterator
 
+import pytest
 from typer.testing import CliRunner
 
 from commands.main import app
+from ledger.service import page_cache
+from ledger.store import Store
 from tests.conftest import Ledger as Book
 from tests.service.conftest import Served
 
@@ -61,3 +66,50 @@ def test_report_html_over_http_writes_the_served_ledgers_page(served: Served, bo
     assert _data(page.read_text())["serials"] == ["H1"]
     both = CliRunner().invoke(app, ["report", "html", str(page), "--ledger", served.url, "--db", book.db])
     assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def _log_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each read of the whole log from its start (what building the page does, in its `verify`), counted
+    (a writer's pre-check reads only the log beyond what it checked before)."""
+    reads: list[int] = []
+    log_states = Store.log_states
+
+    def counted(self: Store, start: int = 0, chunk: int = 5000) -> Iterator[tuple[int, bytes]]:
+        if start == 0:
+            reads.append(start)
+        return log_states(self, start, chunk)
+
+    monkeypatch.setattr(Store, "log_states", counted)
+    return reads
+
+
+def _settled(served: Served, book: Book) -> None:
+    """Wait until the service has signed a checkpoint of the whole log (the store stops changing)."""
+    with Store(book.db, readonly=True) as store:
+        size = store.size()
+    deadline = time.monotonic() + 20
+    while served.ledger.checkpoint is None or served.ledger.checkpoint[0] != size:
+        assert time.monotonic() < deadline, "no checkpoint of the whole log"
+        time.sleep(0.02)
+
+
+def test_the_page_is_built_again_only_once_the_store_changed(served: Served, book: Book,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    book.full_flow(["K1"], at="2026-01-10")
+    _settled(served, book)
+    reads = _log_reads(monkeypatch)
+    with served.client() as http:
+        first, again = http.get("/"), http.get("/")
+        assert first.status_code == again.status_code == 200 and again.content == first.content
+        assert reads == [0]  # the second GET read no log: the page built for this store was served again
+        earlier = http.get("/", params={"until": "2026-01-10T12:00:00Z"})
+        assert reads == [0, 0]  # another `until`, another page
+        assert http.get("/").content == first.content and reads == [0, 0]
+        book.record("fabricated", "tsmc", ["K2"], "--model", "H200-SXM5-141GB", "--site", "F", "--lot", "L",
+                    ok=True)
+        _settled(served, book)
+        grown = http.get("/")
+        assert reads == [0, 0, 0] and _data(grown.text)["serials"] == ["K1", "K2"]
+        monkeypatch.setattr(page_cache, "MAX_AGE_S", 0.0)  # a page as of now ages: made again once too old
+        assert http.get("/").status_code == 200 and reads == [0, 0, 0, 0]
+    assert earlier.status_code == 200 and _data(earlier.text)["serials"] == ["K1"]
