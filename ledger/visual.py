@@ -134,7 +134,7 @@ def build(store: Store, *, until: int | None, now_us: int, workers: int | None =
     if checked.intact and until is None:
         state, as_of, log_size = checked.state, now_us, checked.state.size
         found = reports.in_report_order(checked.findings)  # verify's: the log's and the timed, as of now_us
-    elif checked.intact and until is not None and log.until_state is not None:
+    elif checked.intact and until is not None:
         state, as_of, log_size = log.until_state, until, log.folded
     else:
         state, as_of, log_size = reports.state_of_store(store, until=until, now_us=now_us)
@@ -221,7 +221,7 @@ class _LogReader:
         self.steps: dict[int, Statement] = {}
         self.node_of: dict[str, int] = {}  # serial -> the last node of its chain so far
         self.nodes: list[tuple[int | None, int]] = []  # node -> (the node before it, a log index)
-        self.until_state = State(origin=origin) if until is not None else None
+        self.until_state = State(origin=origin)  # with `until`: the statements dated up to then, folded
         self.folded = 0  # statements folded into `until_state`
 
     def statement(self, index: int, statement: Statement) -> None:
@@ -229,7 +229,6 @@ class _LogReader:
         if self.until is not None:
             if statement.at > self.until:
                 return
-            assert self.until_state is not None
             fold.apply(self.until_state, index, statement)
             self.folded += 1
         if not statement.units:

@@ -23,13 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ledger import checkpoint as notes
-from ledger import fold, reports, visual, visual_html
+from ledger import reports, visual, visual_html
 from ledger import verify as verification
 from ledger.errors import LedgerError, NotFound, StoreError
 from ledger.service import follow
 from ledger.service.client import LedgerClient, report
-from ledger.state import State
-from ledger.statement import Statement
 
 ATTEMPTS = 5  # reads of the reports and the log, while the service keeps logging statements that change them
 
@@ -78,23 +76,15 @@ def _read(client: LedgerClient, until: int | None, now_us: int, workers: int | N
     size = folded if until is None else report(client, "units", None).log_size
     documents: dict[str, Mapping[str, Any]] = {name: r.document for name, r in served.items()}
 
-    log = visual._LogReader(until)  # the same reader `visual.build` gives `verify`
-    at_until = State(origin=origin)  # with --until: the statements dated up to then, as `replay --until` folds
-    counted = 0
-
-    def statement(index: int, st: Statement) -> None:
-        nonlocal counted
-        log.statement(index, st)
-        if until is not None and st.at <= until:
-            fold.apply(at_until, index, st)
-            counted += 1
-
-    options = verification.Options(as_of=now_us, now=now_us, workers=workers, folded=statement)
+    # the same reader `visual.build` gives `verify`: with --until it folds the statements dated up to then, as
+    # `replay --until` folds them
+    log = visual._LogReader(until, origin)
+    options = verification.Options(as_of=now_us, now=now_us, workers=workers, folded=log.statement)
     checked = follow.verify_log(client, note, size, options)
-    state = checked.state if until is None else at_until
+    state = checked.state if until is None else log.until_state
     units = int(documents["units"]["total"])
     if checked.intact:
-        if until is not None and counted != folded:
+        if until is not None and log.folded != folded:
             raise _Moved  # statements dated before --until were logged after the reports were made
         if len(state.units) != units:
             raise StoreError(f"the ledger service at {client.url} serves reports its log does not bear out: "
