@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ledger.errors import IntegrityError, LogIndexInvalid, UnitLinksInvalid
-from ledger.links import id_ranges, unit_hex
+from ledger.links import id_ranges
 from ledger.state import State
 from ledger.store import Store
-from ledger.store.codec import CHECKPOINT_TOPICS, LOG_TOPICS, UNIT_TOPICS, checkpoints_id
+from ledger.store.codec import CHECKPOINT_TOPICS, LOG_TOPICS, UNIT_TOPICS, checkpoints_id, unit_hex
 
 RANGE_ROWS = 50_000  # row ids per read of the walk: bounded memory, few queries
 

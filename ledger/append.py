@@ -12,12 +12,12 @@ import contextlib
 import copy
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ledger import driver, fold, limits, merkle, rules, views
+from ledger import driver, fold, heads, limits, merkle, rules, views
 from ledger.checkpoint import check_origin
 from ledger.errors import (
     BadInput,
@@ -114,8 +114,9 @@ class Batch:
 
     def _ensure_revocation(self, statement: Statement) -> None:
         fresh = views.load_partial(self.store, [statement], self.state)
-        for serial, unit in fresh.units.items():
-            self.state.units.setdefault(serial, unit)
+        new = {serial: unit for serial, unit in fresh.units.items() if serial not in self.state.units}
+        self._check_heads(new, list(new))
+        self.state.units.update(new)
         for entry, duty in fresh.duty.items():
             self.state.duty.setdefault(entry, duty)
         for kid, signed in fresh.signed.items():
@@ -129,9 +130,19 @@ class Batch:
         units, absent = self.state.units, self._absent
         missing = [s for s in serials if s not in units and s not in absent]
         if missing:
-            for row in views.load_rows(self.store, "custody_units", "serial", missing):
-                units[row[0]] = UnitState.from_row(row)
+            loaded = {row[0]: UnitState.from_row(row)
+                      for row in views.load_rows(self.store, "custody_units", "serial", missing)}
+            self._check_heads(loaded, missing)
+            units.update(loaded)
             absent.update(s for s in missing if s not in units)
+
+    def _check_heads(self, rows: Mapping[str, UnitState], serials: Collection[str]) -> None:
+        """Rely on no unit's view row that is not its head in the log (`heads.check_rows`)."""
+        try:
+            heads.check_rows(self.store, rows, serials, self.size, self.state)
+        except IntegrityError as e:
+            e.detail = f"{e.detail}; {driver.NOT_VERIFIED}"
+            raise
 
     def head(self, serial: str) -> bytes:
         self._ensure_serials([serial])

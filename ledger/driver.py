@@ -21,11 +21,8 @@ from ledger.state import Finding, State
 from ledger.statement import Statement, decode
 from ledger.store import Store
 
-# A statement without units ends its canonical body with `"units": [], "v": 1` (the keys sort last), and
-# its wire form follows the body with the signature's `bin 8` header: these bytes are in every stored log
-# event of an administrative statement or a declaration. A step's event may hold them too (in a text
-# field, say): candidates are decoded and told apart, never trusted for what they are.
-_WITHOUT_UNITS = b"\xa5units\x90\xa1v\x01\xc4\x40"
+# what a writer adds to the failure that makes it refuse to extend a log
+NOT_VERIFIED = "the log this writer would extend does not verify (run `custody verify`)"
 
 # Readers check `at` against no clock: the limit is this far beyond theirs (about eleven and a half days),
 # far enough that no honest appender's clock differs by as much, near enough to stay an integer of the log.
@@ -85,18 +82,18 @@ def checked_authority(store: Store, stop: int, now_us: int) -> State:
     a participant may edit is not to be trusted.
 
     Custody steps are not folded (their units are left out of the state): the rules for a statement
-    without units read only the authority part. Raises the `IntegrityError` of the first such statement
-    that breaks a rule, or that does not decode. A process remembers what it checked of a store and reads
-    only the log beyond it the next time (stored log events are never changed, only added), provided the
-    log still holds the very statement it checked last."""
+    without units read only the authority part, and the database finds those statements' rows through
+    an index it keeps on every insert (`Store.log_states_without_units`), so the steps' rows are not
+    read; a candidate is decoded and folded only if it has no units indeed. Raises the `IntegrityError`
+    of the first such statement that breaks a rule, or that does not decode. A process remembers what it
+    checked of a store and reads only the log beyond it the next time (stored log events are never
+    changed, only added), provided the log still holds the very statement it checked last."""
     start, state = _remembered(store, stop)
     clock = reader_clock(now_us)
-    for version, stored in store.log_states(start, chunk=SCAN_CHUNK):
+    for version, stored in store.log_states_without_units(start, chunk=SCAN_CHUNK):
         index = version - 1
         if index >= stop:
             break
-        if _WITHOUT_UNITS not in stored:
-            continue
         wire = stored_wire(stored)
         if wire is None:
             raise EncodingInvalid("the stored log event cannot be decoded", index)
@@ -114,7 +111,7 @@ def checked_authority(store: Store, stop: int, now_us: int) -> State:
 
 
 REMEMBERED_STORES = 16  # stores a process remembers the checked authority of (a service opens one)
-SCAN_CHUNK = 50  # stored log events per read while looking for statements without units: little memory
+SCAN_CHUNK = 50  # stored events of statements without units per read (a policy may be large): little memory
 # store URL -> (log size checked, the leaf hash of its last statement, the authority state as of that size)
 _CHECKED: dict[str, tuple[int, bytes, State]] = {}
 

@@ -143,6 +143,12 @@ class OperatorKeyRefused(Refused):
     check = "signer"
 
 
+class ViewsDisagree(Refused):
+    """A unit's row in the views disagrees with its chain in the log (edited, or left by a bug): a writer
+    signs on no head but the log's, so it refuses until `custody replay --rebuild` (exit 1; the service
+    answers 503 `unavailable`, as for a store it cannot use)."""
+
+
 class Conflict(Refused):
     """Another writer appended first; re-read the heads and try again."""
 

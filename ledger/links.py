@@ -25,22 +25,10 @@ from ledger.parallel import stored_wire
 from ledger.state import UnitState
 from ledger.statement import ZERO_HASH, Statement, decode
 from ledger.store import Store
-from ledger.store.codec import UNIT_TOPICS, decode_state, unit_id
+from ledger.store.codec import UNIT_TOPICS, decode_state, unit_hex, unit_id
 
 RANGE_ROWS = 25_000  # row ids per read of stored links: bounded memory, few queries
 UNIT_IDS = 1 << 18  # unit ids kept for units met lately (about 40 MB at most)
-
-# RFC 4122 §4.3 name-based UUID (version 5): the id `aggregates.unit_id` gives a unit
-_NAMESPACE_URL = bytes.fromhex("6ba7b8119dad11d180b400c04fd430c8")
-
-
-def unit_hex(origin: str, serial: str) -> str:
-    """`aggregates.unit_id(origin, serial).hex`, without building a UUID (RFC 4122 §4.3)."""
-    name = f"custody:{origin}/unit/{serial}".encode()
-    digest = bytearray(hashlib.sha1(_NAMESPACE_URL + name).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    return digest.hex()
 
 
 def id_ranges(bound: int, step: int) -> list[tuple[int | None, int | None]]:

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ledger import driver, parallel
+from ledger import driver, heads, parallel
 from ledger.errors import Conflict, IntegrityError, StoreError
 from ledger.state import VIEWS_VERSION, Customer, DutyEntry, Finding, State, UnitState
 from ledger.statement import Statement, key_id
@@ -168,13 +168,14 @@ def catch_up(store: Store, now_us: int) -> tuple[State, int]:
             return authority, start
         tail = [(e.index, driver.decode_at(e.wire, e.index)) for e in store.log(start)]
         state = load_partial(store, [s for _, s in tail], authority)
+        heads.check_rows(store, state.units, {serial for _, s in tail for serial in s.serials}, start, authority)
         clock = driver.reader_clock(now_us)
         for index, statement in tail:
             driver.admit(state, index, statement, clock)
     except IntegrityError as e:
         if position(store) != start:  # another writer saved the views meanwhile: rows newer than `start`
             raise Conflict("the views moved while this writer caught them up") from e
-        e.detail = f"{e.detail}; the log this writer would extend does not verify (run `custody verify`)"
+        e.detail = f"{e.detail}; {driver.NOT_VERIFIED}"
         raise
     with contextlib.suppress(Conflict):  # a lost race is left to the winner
         save(store, state, tail, start)

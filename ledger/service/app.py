@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ledger import proof as proofs
-from ledger import reports, views, visual, visual_html
+from ledger import reports, visual, visual_html
 from ledger.append import now_us
 from ledger.errors import (
     BadInput,
@@ -36,15 +36,16 @@ from ledger.errors import (
     NotFound,
     Refused,
     StoreError,
+    ViewsDisagree,
     ViolationsFound,
 )
+from ledger.heads import Head, log_heads
 from ledger.history import document as history_document
 from ledger.history import unit_history
 from ledger.service import openapi
 from ledger.service.page_cache import PageCache
 from ledger.service.submission import Covered, Failed, Ledger, Pending
 from ledger.service.tiles import MAX_ENTRY_SIZE, TILE_WIDTH, parse_tile_path
-from ledger.state import UnitState
 from ledger.statement import decode, valid_id
 from ledger.store import Store
 from ledger.values import format_time, parse_time
@@ -204,7 +205,7 @@ class Service:
     @staticmethod
     def refusal(failed: Failed) -> ApiError:
         e = failed.error
-        if failed.unavailable:
+        if failed.unavailable or isinstance(e, ViewsDisagree):  # the views need `replay --rebuild`
             return unavailable(e.detail)
         if isinstance(e, ViolationsFound):
             found = [reports.finding_json(f) for f in e.findings]  # type: ignore[arg-type]
@@ -238,16 +239,17 @@ class Service:
         size, units = await self.read(self._heads, serials)
         return json_response({
             "log_size": size,
-            "heads": {s: units[s].head.hex() if s in units else None for s in serials},
+            "heads": {s: units[s].hash.hex() if s in units else None for s in serials},
             "at": {s: format_time(units[s].at) if s in units else None for s in serials}})
 
-    def _heads(self, serials: list[str]) -> tuple[int, dict[str, UnitState]]:
+    def _heads(self, serials: list[str]) -> tuple[int, dict[str, Head]]:
+        """The units' heads as the log has them (`ledger.heads.log_heads`), never a view row: what a client signs
+        on must be what the service's writer will check its `prev` against."""
         store = self.ledger.reader()
         if not store.opened:
             return 0, {}
-        size = views.position(store)
-        rows = views.load_rows(store, "custody_units", "serial", serials)
-        return size, {r[0]: UnitState.from_row(r) for r in rows}
+        size = store.size()
+        return size, log_heads(store, serials, size)
 
     # --- reading --------------------------------------------------------------------------------------
 

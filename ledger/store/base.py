@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
@@ -55,6 +55,10 @@ KEYED = frozenset({"custody_position", "custody_authority", "custody_units", "cu
 GENESIS_INDEX = "custody_log_genesis"
 GENESIS_WHERE = f"topic = '{codec.LOG_OPENED}'"
 GENESIS_ROWS = 3  # genesis rows read at open: one is the ledger's, any other a second log
+# The log's statements without units (what decides authority) are found by a partial index on the bytes
+# they all hold (`codec.WITHOUT_UNITS`), which each backend spells as a literal (`Store.without_units`).
+WITHOUT_UNITS_INDEX = "custody_log_without_units"
+IN_CHUNK = 500  # keys per `IN ({p}, …)` read of stored events: SQLite caps the number of parameters
 _LOG_TOPIC = "topic = CASE WHEN originator_version = 1 THEN {p} ELSE {p} END"  # the log topic for the version
 VIEW_INDEXES = ("CREATE INDEX IF NOT EXISTS custody_findings_idx ON custody_findings (idx)",
                 "CREATE INDEX IF NOT EXISTS custody_signed_key ON custody_signed (key_id)")
@@ -72,6 +76,14 @@ class ViewsCursorBase:
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self._cursor.executemany(statement, [tuple(r) for r in rows])
+
+
+def without_units_index(table: str, where: str) -> str:
+    """The DDL of the partial index that finds the stored log events of statements without units
+    (`Store.log_states_without_units`); `where` is the backend's `without_units`, a literal, so that the
+    planner can tell the reads' condition implies it."""
+    return (f"CREATE INDEX IF NOT EXISTS {WITHOUT_UNITS_INDEX} ON {table} (originator_id, originator_version) "
+            f"WHERE {where}")
 
 
 def genesis_index(table: str) -> str:
@@ -112,6 +124,7 @@ class Store:
     param = "?"  # the driver's query placeholder: SQL on the views is written with it
     types: ClassVar[dict[str, str]] = {"int": "INTEGER", "int8": "BIGINT", "text": "TEXT", "bytes": "BLOB"}
     event_id = "rowid"  # the events table's row id, in insertion order
+    without_units = ""  # SQL: a row's state holds `codec.WITHOUT_UNITS` (a literal: see `without_units_index`)
     recorder: Any  # the backend's `eventsourcing` application recorder (subclassed)
 
     def __new__(cls, url: str, *, create: bool = False, readonly: bool = False) -> Store:
@@ -333,6 +346,44 @@ class Store:
             return []
         return [(r.originator_version, r.topic, r.state) for r in self._select(codec.unit_id(self.origin, serial))]
 
+    def units_rows(self, serials: Collection[str]) -> dict[str, list[tuple[int, str, bytes]]]:
+        """`unit_rows` of several units at once (IN_CHUNK units a read): serial -> its rows, by version;
+        a unit with no row is left out."""
+        self._require_one_log()
+        if self.origin is None or not serials:
+            return {}
+        serial_of = {codec.unit_hex(self.origin, serial): serial for serial in serials}
+        ids = list(serial_of)
+        found: dict[str, list[tuple[int, str, bytes]]] = {}
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start:start + IN_CHUNK]
+            rows = self._raw_events(f"SELECT {self._id_column()}, originator_version, topic, state FROM {{table}} "
+                                    f"WHERE originator_id IN ({', '.join(['{p}'] * len(chunk))}) "
+                                    "ORDER BY originator_id, originator_version",
+                                    [self._hex_key(hex_id) for hex_id in chunk])
+            for hex_id, version, topic, state in rows:
+                found.setdefault(serial_of[hex_id], []).append((version, topic, bytes(state)))
+        return found
+
+    def log_wires(self, indices: Collection[int]) -> dict[int, bytes]:
+        """The wire forms of the log statements at `indices`, by index, in a few reads however scattered
+        (IN_CHUNK a read); an index the log does not hold is left out."""
+        self._require_one_log()
+        versions = sorted({index + 1 for index in indices if index >= 0})
+        if self._log_id is None or not versions:
+            return {}
+        log = self._log_key(self._log_id)
+        found: dict[int, bytes] = {}
+        for start in range(0, len(versions), IN_CHUNK):
+            chunk = versions[start:start + IN_CHUNK]
+            rows = self._raw_events("SELECT originator_version, topic, state FROM {table} WHERE originator_id = {p} "
+                                    f"AND originator_version IN ({', '.join(['{p}'] * len(chunk))})",
+                                    [log, *chunk])
+            for version, topic, state in rows:
+                if topic == codec.LOG_TOPICS[version != 1]:  # any other row there: `verify` reports it
+                    found[version - 1] = _log_event(version, bytes(state)).wire
+        return found
+
     def all_unit_links(self, chunk: int = 5000) -> Iterator[tuple[UUID, int, dict[str, Any]]]:
         """Every stored unit link in insertion order: (unit id, version, state)."""
         start: int | None = None
@@ -373,8 +424,12 @@ class Store:
             raise self._error("read", e) from e
 
     def _log_key(self, log: UUID) -> Any:
-        """The log's id as the driver binds it."""
-        return log.hex
+        """An aggregate's id as the driver binds it."""
+        return self._hex_key(log.hex)
+
+    def _hex_key(self, hex_id: str) -> Any:
+        """An aggregate's id, given as 32 hex digits, as the driver binds it."""
+        return hex_id
 
     def log_states(self, start: int = 0, chunk: int = 5000) -> Iterator[tuple[int, bytes]]:
         """(version, stored state) of the log events with index ≥ `start`, in version order: the rows under
@@ -390,6 +445,27 @@ class Store:
                                     "LIMIT {p}",
                                     [log, version, *codec.LOG_TOPICS, chunk])
             yield from rows
+            if len(rows) < chunk:
+                return
+            version = rows[-1][0]
+
+    def log_states_without_units(self, start: int = 0, chunk: int = 50) -> Iterator[tuple[int, bytes]]:
+        """`log_states`, but only the log events whose stored state holds `codec.WITHOUT_UNITS`: every
+        statement without units (administrative statements, declarations: what decides authority) and the
+        rare step that happens to hold those bytes too. The database finds them through a partial index
+        (`without_units_index`) that it keeps on every insert, whoever inserts; the other rows are never
+        read (a store opened read-only without the index scans them in the database)."""
+        self._require_one_log()
+        if self._log_id is None:
+            return
+        log = self._log_key(self._log_id)
+        version = start
+        while True:
+            rows = self._raw_events("SELECT originator_version, state FROM {table} WHERE originator_id = {p} "
+                                    f"AND originator_version > {{p}} AND {_LOG_TOPIC} AND {self.without_units} "
+                                    "ORDER BY originator_version LIMIT {p}",
+                                    [log, version, *codec.LOG_TOPICS, chunk])
+            yield from ((v, bytes(state)) for v, state in rows)
             if len(rows) < chunk:
                 return
             version = rows[-1][0]

@@ -12,6 +12,7 @@ objects; `ledger.application` reads them back as aggregates through the library'
 from __future__ import annotations
 
 import functools
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -39,6 +40,14 @@ KNOWN_TOPICS = frozenset((*LOG_TOPICS, *UNIT_TOPICS, *CHECKPOINT_TOPICS))
 _CLASS_TOPIC = {LOG_OPENED: LOG_CLASS, UNIT_FABRICATED: UNIT_CLASS, CHECKPOINTS_FIRST: CHECKPOINTS_CLASS}
 
 
+# A statement without units ends its canonical body with `"units": [], "v": 1` (the keys sort last), and
+# its wire form follows the body with the signature's `bin 8` header: these bytes are in every stored log
+# event of an administrative statement or a declaration, which decide the authority a writer relies on. A
+# step's event may hold them too (in a text field, say): candidates are decoded and told apart, never
+# trusted for what they are.
+WITHOUT_UNITS = b"\xa5units\x90\xa1v\x01\xc4\x40"
+
+
 # --- aggregate ids: RFC 4122 §4.3 name-based (uuid5) ------------------------------------------------
 
 
@@ -49,6 +58,19 @@ def log_id(origin: str) -> UUID:
 def unit_id(origin: str, serial: str) -> UUID:
     """DESIGN: a unit aggregate per chip, identified by uuid5 of origin and serial."""
     return uuid5(NAMESPACE_URL, f"custody:{origin}/unit/{serial}")
+
+
+# RFC 4122 §4.3 name-based UUID (version 5): `unit_id` without the UUID object
+_NAMESPACE_URL = NAMESPACE_URL.bytes
+
+
+def unit_hex(origin: str, serial: str) -> str:
+    """`unit_id(origin, serial).hex`, several times faster: readers hash ids by the thousand."""
+    name = f"custody:{origin}/unit/{serial}".encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_URL + name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()
 
 
 def checkpoints_id(origin: str) -> UUID:

@@ -26,12 +26,25 @@ from psycopg import sql
 from psycopg.rows import DictRow, dict_row, tuple_row
 
 from ledger.errors import LedgerError, NotALedger, StoreError
+from ledger.store import codec
 from ledger.store.address import PostgresTarget, parse_postgres_url, redact
-from ledger.store.base import CONNECT_TIMEOUT_S, EVENTS_TABLE, VIEWS, Store, ViewsCursorBase, first_line, genesis_index
+from ledger.store.base import (
+    CONNECT_TIMEOUT_S,
+    EVENTS_TABLE,
+    VIEWS,
+    WITHOUT_UNITS_INDEX,
+    Store,
+    ViewsCursorBase,
+    first_line,
+    genesis_index,
+    without_units_index,
+)
 
 ATTEMPTS = 3  # tries of a read or an insert on a dropped connection (eventsourcing's own: 10, 0.2 s apart)
 COPY_TYPES = {"int": "int4", "int8": "int8", "text": "text", "bytes": "bytea"}  # the kinds in `VIEWS`
 _T = TypeVar("_T")
+# a row's state holds `codec.WITHOUT_UNITS` (a bytea literal in hex)
+WITHOUT_UNITS = f"position('\\x{codec.WITHOUT_UNITS.hex()}'::bytea in state) > 0"
 
 
 def advisory_key(schema: str, table: str) -> int:
@@ -75,6 +88,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         table = sql.SQL("{}.{}").format(sql.Identifier(datastore.schema), sql.Identifier(events_table_name))
         self.sql_create_statements.append(sql.SQL(genesis_index("{}")).format(table))
+        self.sql_create_statements.append(sql.SQL(without_units_index("{}", WITHOUT_UNITS)).format(table))
 
     # --- attempts --------------------------------------------------------------------------------
 
@@ -246,6 +260,7 @@ class PostgresStore(Store):
 
     postgres = True
     param = "%s"
+    without_units = WITHOUT_UNITS
     event_id = "notification_id"
     types: ClassVar[dict[str, str]] = {"int": "INTEGER", "int8": "BIGINT", "text": "TEXT", "bytes": "BYTEA"}
     recorder: LedgerRecorder
@@ -253,15 +268,27 @@ class PostgresStore(Store):
     def _open(self, *, create: bool) -> None:
         target = parse_postgres_url(self.url)
         self.schema = target.schema
-        self._tables_missing, self._has_views = _first_contact(target, self.url, create=create)
+        self._tables_missing, self._has_views, indexed = _first_contact(target, self.url, create=create)
         self._datastore = LedgerDatastore(target, self.lock_timeout)
         try:
             self.recorder = LedgerRecorder(self._datastore, events_table_name=EVENTS_TABLE)
             if self._tables_missing:
                 self.recorder.create_table()
+            elif not indexed and not self.readonly:
+                self._add_without_units_index()
         except es.PersistenceError as e:
             self.close()
             raise self._error("open", e) from e
+
+    def _add_without_units_index(self) -> None:
+        """A ledger made before `without_units_index`: add it if this role may (the table's owner) and no
+        writer holds the table now; else read without it (the database then scans the log's rows for
+        what the index would find), and the next writer tries again."""
+        statement = sql.SQL(without_units_index("{}", WITHOUT_UNITS)).format(self.recorder._table())
+        with self._datastore.get_connection() as conn, contextlib.suppress(
+                psycopg.errors.InsufficientPrivilege, psycopg.errors.LockNotAvailable), conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '200ms'")  # never keep a writer waiting for this
+            conn.execute(statement)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -277,8 +304,8 @@ class PostgresStore(Store):
             return StoreError(f"lost the connection to {where}: {first_line(e)}")
         return StoreError(f"cannot {doing} {where}: {first_line(e)}")
 
-    def _log_key(self, log: UUID) -> Any:
-        return log
+    def _hex_key(self, hex_id: str) -> Any:
+        return UUID(hex_id)
 
     def _id_column(self) -> str:
         return "replace(originator_id::text, '-', '')"
@@ -307,11 +334,12 @@ class PostgresStore(Store):
         return self.query(statement.format(where=f"{column} = ANY(%b)"), [list(values)])
 
 
-def _first_contact(target: PostgresTarget, url: str, *, create: bool) -> tuple[bool, bool]:
+def _first_contact(target: PostgresTarget, url: str, *, create: bool) -> tuple[bool, bool, bool]:
     """Reach the server once, directly (a precise reason when it fails, at once); see to the schema.
 
     Returns whether the tables must be created (only by `create`, and only where they are missing, so a
-    role without CREATE can open, and import into, an existing ledger) and whether the views exist.
+    role without CREATE can open, and import into, an existing ledger), whether the views exist and
+    whether the events table has `without_units_index`.
     """
     kwargs = target.connect_kwargs()
     kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
@@ -321,11 +349,12 @@ def _first_contact(target: PostgresTarget, url: str, *, create: bool) -> tuple[b
         raise StoreError(f"cannot connect to {redact(url)}: {first_line(e)}") from e
     try:
         with conn:
-            found = conn.execute("SELECT to_regnamespace(%s), to_regclass(%s), to_regclass(%s)",
+            found = conn.execute("SELECT to_regnamespace(%s), to_regclass(%s), to_regclass(%s), to_regclass(%s)",
                                  (f'"{target.schema}"', f'"{target.schema}"."{EVENTS_TABLE}"',
-                                  f'"{target.schema}".custody_position')).fetchone()
+                                  f'"{target.schema}".custody_position',
+                                  f'"{target.schema}".{WITHOUT_UNITS_INDEX}')).fetchone()
             assert found is not None
-            schema, events, views = found
+            schema, events, views, indexed = found
             if schema is None:
                 if not create:
                     raise NotALedger(f"{redact(url)} is not a custody ledger (no schema {target.schema})")
@@ -333,6 +362,6 @@ def _first_contact(target: PostgresTarget, url: str, *, create: bool) -> tuple[b
             elif events is None and not create:
                 raise NotALedger(f"{redact(url)} is not a custody ledger (no {EVENTS_TABLE} table in schema "
                                  f"{target.schema})")
-            return create and (events is None or views is None), views is not None
+            return create and (events is None or views is None), views is not None, indexed is not None
     except psycopg.Error as e:
         raise StoreError(f"cannot open {redact(url)}: {first_line(e)}") from e

@@ -20,13 +20,26 @@ from eventsourcing import persistence as es
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
 from ledger.errors import Conflict, LedgerError, NotALedger, StoreError
+from ledger.store import codec
 from ledger.store.address import redact
-from ledger.store.base import EVENTS_TABLE, GENESIS_INDEX, Store, ViewsCursorBase, first_line, genesis_index
+from ledger.store.base import (
+    EVENTS_TABLE,
+    GENESIS_INDEX,
+    IN_CHUNK,
+    WITHOUT_UNITS_INDEX,
+    Store,
+    ViewsCursorBase,
+    first_line,
+    genesis_index,
+    without_units_index,
+)
 
 SQLITE_BUSY_SNAPSHOT = 517  # sqlite3.h: SQLITE_BUSY | (2 << 8), a stale read snapshot; never waited for
 SQLITE_BUSY_CODES = (5, 6, 261)  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_RECOVERY
 SQLITE_NOTADB = 26  # sqlite3.h: the file is not a database
-IN_CHUNK = 500  # keys per `IN (?, …)` read: SQLite caps the number of parameters
+
+# a row's state holds `codec.WITHOUT_UNITS`: `instr` is a byte search when both are BLOBs
+WITHOUT_UNITS = f"instr(state, X'{codec.WITHOUT_UNITS.hex()}') > 0"
 
 
 class LedgerRecorder(SQLiteApplicationRecorder):
@@ -34,7 +47,8 @@ class LedgerRecorder(SQLiteApplicationRecorder):
     plain tuples."""
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), genesis_index(self.events_table_name)]
+        return [*super().construct_create_table_statements(), genesis_index(self.events_table_name),
+                without_units_index(self.events_table_name, WITHOUT_UNITS)]
 
     def select_rows(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of one read in a read transaction, as tuples: eventsourcing's `sqlite3.Row`s cost half a
@@ -52,8 +66,10 @@ class LedgerRecorder(SQLiteApplicationRecorder):
     def table_exists(self, name: str) -> bool:
         return bool(self.select_rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name]))
 
-    def index_exists(self, name: str) -> bool:
-        return bool(self.select_rows("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", [name]))
+    def indexes_exist(self, *names: str) -> bool:
+        found = self.select_rows(f"SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                                 f"({', '.join('?' * len(names))})", names)
+        return bool(found[0][0] == len(names))
 
 
 class _Cursor(ViewsCursorBase):
@@ -83,6 +99,8 @@ class _Cursor(ViewsCursorBase):
 class SqliteStore(Store):
     """A ledger in an SQLite file."""
 
+    without_units = WITHOUT_UNITS
+
     recorder: LedgerRecorder
     _has_views: bool
 
@@ -111,8 +129,8 @@ class SqliteStore(Store):
                 self.recorder.create_table()
             elif not self.recorder.table_exists(EVENTS_TABLE):
                 raise NotALedger(f"{url} is not a custody ledger")
-            elif not readonly and not self.recorder.index_exists(GENESIS_INDEX):
-                self.recorder.create_table()  # a ledger made before the genesis index: add it
+            elif not readonly and not self.recorder.indexes_exist(GENESIS_INDEX, WITHOUT_UNITS_INDEX):
+                self._add_indexes()
             self._has_views = self.recorder.table_exists("custody_position")
         except (es.PersistenceError, sqlite3.Error) as e:
             self.close()
@@ -122,6 +140,15 @@ class SqliteStore(Store):
             if code in SQLITE_BUSY_CODES:
                 raise self._locked() from e
             raise StoreError(f"cannot open database {url}: {first_line(e)}") from e
+
+    def _add_indexes(self) -> None:
+        """A ledger made before these indexes: add them, unless another writer holds the file just now;
+        reads then go without them (the database scans for the same rows) and the next writer tries again."""
+        try:
+            self.recorder.create_table()
+        except (es.PersistenceError, sqlite3.Error) as e:
+            if _sqlite_code(e) not in (*SQLITE_BUSY_CODES, SQLITE_BUSY_SNAPSHOT):
+                raise
 
     def _snapshot(self, path: Path) -> Path:
         """Copy a read-only database and its write-ahead log to a private folder and read the copy.

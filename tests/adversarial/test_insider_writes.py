@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 
 from commands.main import app
 from ledger import append, keys, merkle, views
-from ledger.errors import RoleMissing, SignatureInvalid
+from ledger.errors import RoleMissing, SignatureInvalid, UnitLinksInvalid
 from ledger.keys import PrivateKey
 from ledger.policy import DEFAULT_POLICY_TEXT
 from ledger.statement import Statement, assemble
 from ledger.store import Store, blob, unblob
-from ledger.store.codec import stored_log_event
+from ledger.store.codec import stored_log_event, stored_unit_link
 
 ORIGIN = "custody.test/insider"
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
@@ -58,13 +58,19 @@ def _ledger(url: str) -> dict[str, PrivateKey]:
     return ks
 
 
-def _insert(store: Store, statement: Statement) -> int:
-    """What a participant with INSERT on the events table can do: the next log event, no writer involved."""
+def _insert(store: Store, statement: Statement, *, links: bool = False) -> int:
+    """What a participant with INSERT on the events table can do: the next log event, no writer involved;
+    with `links`, its units' chain links too, in the same transaction, as a writer stores them."""
     head = store.head()
     assert head is not None
     size = head.index + 1
     compact = merkle.CompactRange(size, tuple(head.range)).append(merkle.leaf_hash(statement.wire))
-    store.write([stored_log_event(ORIGIN, size, statement.wire, list(compact.hashes), datetime.now(UTC))])
+    now = datetime.now(UTC)
+    events = [stored_log_event(ORIGIN, size, statement.wire, list(compact.hashes), now)]
+    if links:
+        events += [stored_unit_link(ORIGIN, serial, len(store.unit_links(serial)) + 1, size, statement.hash,
+                                    statement.at, now) for serial in statement.serials]
+    store.write(events)
     return size
 
 
@@ -147,9 +153,25 @@ def test_an_honest_log_is_still_extended(db_url: str) -> None:
     with Store(db_url) as store:
         shipped = _sign(ks["kerry"], "shipped_to_us", {"port_of_entry": "DFW", "waybill": "W"},
                         [("A", _head(store, "A"))], T0 + 3 * SECOND)
-        index = _insert(store, shipped)
+        index = _insert(store, shipped, links=True)
         done = append.record(store, ks["uslab"], "inspected",
                              {"result": "pass", "site": "S", "country": "US", "report": "R"}, ["A"],
                              at=T0 + 4 * SECOND, clock=_clock)
         assert done.index == index + 1
         assert dict(done.statement.units)["A"] == shipped.hash
+
+
+def test_a_step_logged_without_its_unit_links_is_not_built_on(db_url: str) -> None:
+    """A log event of a step whose unit links are missing (an insider's INSERT): the log does not verify
+    (`unit_links`), so the next step of that unit is refused, naming the unit and the index."""
+    ks = _ledger(db_url)
+    with Store(db_url) as store:
+        shipped = _sign(ks["kerry"], "shipped_to_us", {"port_of_entry": "DFW", "waybill": "W"},
+                        [("A", _head(store, "A"))], T0 + 3 * SECOND)
+        index = _insert(store, shipped)
+        with pytest.raises(UnitLinksInvalid) as caught:
+            append.record(store, ks["uslab"], "inspected",
+                          {"result": "pass", "site": "S", "country": "US", "report": "R"}, ["A"],
+                          at=T0 + 4 * SECOND, clock=_clock)
+        assert caught.value.index == index and "unit A" in caught.value.detail
+        assert store.size() == index + 1

@@ -15,6 +15,7 @@ from ledger import keys, merkle
 from ledger.append import now_us, sign_statement
 from ledger.checkpoint import parse_note, verify_operator
 from ledger.statement import ZERO_HASH
+from ledger.store import Store, blob, unblob
 from tests.conftest import Ledger as Book
 from tests.service.conftest import Served
 
@@ -308,3 +309,28 @@ def test_the_writers_bounds_apply_to_submissions(served: Served, book: Book) -> 
         assert (r.status_code, r.json()["error"]) == (422, "encoding"), r.text
         assert "E-SUM" in r.json()["detail"]
         assert http.post("/v1/heads", json={"serials": []}).json()["log_size"] == size + 9
+
+
+def test_heads_come_from_the_log_and_edited_views_are_not_signed_on(served: Served, book: Book) -> None:
+    """A unit's row in the views edited (a PostgreSQL participant holds UPDATE on them): `/v1/heads` still
+    answers the log's head, and a statement whose unit's row disagrees with the log is refused with 503
+    (the views need `replay --rebuild`), nothing logged."""
+    origin = "custody.test/h200-cn"
+    first = _fab(book, ["S1"])
+    with served.client() as http:
+        assert http.post("/v1/statements", content=first.wire, headers=STATEMENT).status_code == 200
+        with Store(book.db) as store:
+            p = store.param
+            row = unblob(store.query(f"SELECT row FROM custody_units WHERE serial = {p}", ["S1"])[0][0])
+            row[1] = bytes(32)  # the head
+            with store.transaction() as cursor:
+                cursor.execute(f"UPDATE custody_units SET row = {p} WHERE serial = {p}", [blob(row), "S1"])
+            size = store.size()
+        heads = http.post("/v1/heads", json={"serials": ["S1"]}).json()
+        assert heads["heads"] == {"S1": first.hash.hex()} and heads["log_size"] == size
+        ship = sign_statement(_key(book, "kerry"), origin=origin, kind="shipped_to_us", at=now_us(),
+                              units=[("S1", first.hash)], data={"port_of_entry": "DFW", "waybill": "W"})
+        r = http.post("/v1/statements", content=ship.wire, headers=STATEMENT)
+        assert (r.status_code, r.json()["error"]) == (503, "unavailable"), r.text
+        assert "unit S1" in r.json()["detail"] and "replay --rebuild" in r.json()["detail"]
+        assert http.post("/v1/heads", json={"serials": []}).json()["log_size"] == size

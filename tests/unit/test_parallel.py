@@ -28,7 +28,7 @@ from ledger.errors import WorkerLost
 from ledger.keys import PrivateKey
 from ledger.policy import DEFAULT_POLICY_TEXT
 from ledger.store import Store
-from ledger.store.codec import LOG_TOPICS, UNIT_TOPICS, MsgpackTranscoder, unit_id
+from ledger.store.codec import LOG_TOPICS, UNIT_TOPICS, MsgpackTranscoder, unit_hex, unit_id
 from tests.conftest import ROOT, Ledger
 
 ORIGIN = "custody.test/parallel"
@@ -401,7 +401,7 @@ def test_worker_learns_keys_from_registrations_it_decodes(tmp_path: Path) -> Non
 @settings(max_examples=60, deadline=None)
 def test_unit_hex_is_the_aggregate_id(serials: list[str], origin: str) -> None:
     for serial in serials:
-        assert links.unit_hex(origin, serial) == unit_id(origin, serial).hex
+        assert unit_hex(origin, serial) == unit_id(origin, serial).hex
 
 
 def _exact_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
