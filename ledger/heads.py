@@ -98,24 +98,25 @@ def log_heads(store: Store, serials: Collection[str], below: int,
     at the log index concerned."""
     latest: dict[str, tuple[_Link, _Link | None, int]] = {}
     for serial, rows in store.units_rows(serials).items():
-        found = _latest_links(serial, rows, below)
-        if found is not None:
-            latest[serial] = found
+        chain = _latest_links(serial, rows, below)
+        if chain is not None:
+            latest[serial] = chain
     wires = store.log_wires({link.index for link, _, _ in latest.values()})
-    statements: dict[int, Statement] = {}
+    statements: dict[int, tuple[Statement, dict[str, bytes]]] = {}  # index -> statement, its units' prev
     heads: dict[str, Head] = {}
     for serial, (link, before, links) in latest.items():
         index = link.index
-        statement = statements.get(index)
-        if statement is None and index in wires:
-            statement = statements[index] = driver.decode_at(wires[index], index)
+        decoded = statements.get(index)
+        if decoded is None and index in wires:
+            statement = driver.decode_at(wires[index], index)
             if authority is not None:
                 _check_signed(statement, index, authority)
+            decoded = statements[index] = statement, dict(statement.units)
         prev = before.hash if before is not None else ZERO_HASH
-        if statement is None or statement.hash != link.hash or dict(statement.units).get(serial) != prev:
+        if decoded is None or decoded[0].hash != link.hash or decoded[1].get(serial) != prev:
             raise UnitLinksInvalid(f"unit {serial}: its latest stored link (version {links}) does not link the "
                                    f"unit's statement at index {index}", index)
-        heads[serial] = Head(serial, statement.hash, statement.at, index, links)
+        heads[serial] = Head(serial, decoded[0].hash, decoded[0].at, index, links)
     return heads
 
 
