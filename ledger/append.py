@@ -48,6 +48,7 @@ from ledger.statement import (
 from ledger.store import Store
 from ledger.store.codec import stored_log_event, stored_unit_link
 
+WRITTEN_HEADS = 1 << 18  # units whose heads a batch remembers appending (about 40 MB at most)
 MAX_ATTEMPTS = 25  # tries of `record` when other writers keep winning the race
 RETRY_BUDGET_S = 60.0  # and the time it may spend on them
 BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.02, 1.0  # the wait after a lost race doubles up to the cap, ×[1, 2)
@@ -92,6 +93,8 @@ class Batch:
         self._signed_loaded: set[str] = set()
         self._absent: set[str] = set()  # serials the views were asked for and lack
         self._absent_entries: set[str] = set()  # the same for duty entries
+        # serial -> (head, at, index, links) this batch appended: its view row needs no reading of the log
+        self._written: dict[str, tuple[bytes, int, int, int]] = {}
         self._now = datetime.now(UTC)
 
     def _ensure(self, statement: Statement) -> None:
@@ -132,7 +135,9 @@ class Batch:
         if missing:
             loaded = {row[0]: UnitState.from_row(row)
                       for row in views.load_rows(self.store, "custody_units", "serial", missing)}
-            self._check_heads(loaded, missing)
+            written = self._written
+            unchecked = [s for s in missing if s not in loaded or written.get(s) != _head_of(loaded[s])]
+            self._check_heads({s: loaded[s] for s in unchecked if s in loaded}, unchecked)
             units.update(loaded)
             absent.update(s for s in missing if s not in units)
 
@@ -208,10 +213,14 @@ class Batch:
         assert self.origin is not None
         self._events.append(stored_log_event(self.origin, index, statement.wire, list(self.range.hashes),
                                              self._now))
+        written = self._written
+        if len(written) + len(statement.serials) > WRITTEN_HEADS:
+            written.clear()  # bounded memory: the units met before are checked against the log again
         for serial in statement.serials:
             unit = self.state.units[serial]
             self._events.append(stored_unit_link(self.origin, serial, unit.links, index, statement.hash,
                                                  statement.at, self._now))
+            written[serial] = _head_of(unit)
         self.statements.append((index, statement))
         self.size += 1
         return found
@@ -231,6 +240,11 @@ class Batch:
         self.state.units, self.state.duty, self.state.signed = {}, {}, {}
         self._signed_loaded, self._absent, self._absent_entries = set(), set(), set()
         self._now = datetime.now(UTC)
+
+
+def _head_of(unit: UnitState) -> tuple[bytes, int, int, int]:
+    """What `heads.check_rows` compares of a unit's row with the log."""
+    return unit.head, unit.at, unit.index, unit.links
 
 
 @dataclass(frozen=True)

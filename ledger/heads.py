@@ -22,6 +22,7 @@ It costs one read of the units' rows and one of their latest statements, for the
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -65,42 +66,53 @@ class _Link(msgspec.Struct):
 _LINK = msgspec.msgpack.Decoder(_Link)
 
 
-def _latest_links(serial: str, rows: list[tuple[int, str, bytes]],
-                  below: int) -> tuple[_Link, _Link | None, int] | None:
-    """The latest link of `serial` below log index `below`, the link before it (None for the first) and
-    the version of the latest; None when the unit has no link there."""
+def _latest_links(serial: str, rows: list[tuple[int, str, bytes]], below: int,
+                  first: int) -> tuple[_Link, _Link | None, int] | None:
+    """The latest link of `serial` below log index `below`, the link before it (None for the first of
+    the chain) and the version of the latest, from `rows`, the unit's stored rows from version `first`
+    on; None when the unit has no link there."""
     chain: list[_Link] = []
+    decode = _LINK.decode
     for version, topic, state in rows:
-        where = f"unit {serial}: the stored row at version {version}"
-        last = chain[-1].index if chain else None
-        if version != len(chain) + 1 or topic != UNIT_TOPICS[version != 1]:
-            raise UnitLinksInvalid(f"{where} is not a chain link (topic {topic!r:.80})", last)
-        try:
-            link = _LINK.decode(state)
-        except msgspec.MsgspecError:
-            raise UnitLinksInvalid(f"{where} does not decode as a chain link", last) from None
+        link: _Link | None = None
+        if version == first + len(chain) and topic == UNIT_TOPICS[version != 1]:
+            with contextlib.suppress(msgspec.MsgspecError):
+                link = decode(state)
+        if link is None:
+            raise UnitLinksInvalid(f"unit {serial}: the stored row at version {version} is not a chain link "
+                                   f"(topic {topic!r:.80})", chain[-1].index if chain else None)
         if link.index >= below:  # appended by a writer that won a race: beyond the log this one extends
             break
         if link.serial != serial or (chain and link.index <= chain[-1].index):
-            raise UnitLinksInvalid(f"{where} does not link the unit's next statement (index {link.index})",
-                                   link.index if link.index >= 0 else last)
+            raise UnitLinksInvalid(f"unit {serial}: the stored row at version {version} does not link the "
+                                   f"unit's next statement (index {link.index})",
+                                   link.index if link.index >= 0 else None)
         chain.append(link)
-    if not chain:
+    if not chain or (first > 1 and len(chain) < 2):  # a suffix must hold the link before the latest
         return None
-    return chain[-1], chain[-2] if len(chain) > 1 else None, len(chain)
+    before = chain[-2] if len(chain) > 1 else None
+    return chain[-1], before, first + len(chain) - 1
 
 
-def log_heads(store: Store, serials: Collection[str], below: int,
-              authority: State | None = None) -> dict[str, Head]:
+def log_heads(store: Store, serials: Collection[str], below: int, authority: State | None = None,
+              since: Mapping[str, int] | None = None) -> dict[str, Head]:
     """The head of each of `serials` whose chain the log's first `below` statements hold, as the log has
     it (see the module's docstring); with `authority` (a writer's, checked from the log), the latest
     statement's signature too. Raises the `IntegrityError` of the first unit whose chain does not hold,
-    at the log index concerned."""
+    at the log index concerned.
+
+    With `since`, a unit's rows are read from that version on (1 for a unit it does not name): a writer
+    that expects the head at version n reads from n - 1, not the whole chain; a unit whose chain ends
+    before is left out, as one without a chain."""
+    firsts: dict[int, list[str]] = {}
+    for serial in serials:
+        firsts.setdefault(max(1, since.get(serial, 1)) if since else 1, []).append(serial)
     latest: dict[str, tuple[_Link, _Link | None, int]] = {}
-    for serial, rows in store.units_rows(serials).items():
-        chain = _latest_links(serial, rows, below)
-        if chain is not None:
-            latest[serial] = chain
+    for first, group in firsts.items():
+        for serial, rows in store.units_rows(group, first).items():
+            chain = _latest_links(serial, rows, below, first)
+            if chain is not None:
+                latest[serial] = chain
     wires = store.log_wires({link.index for link, _, _ in latest.values()})
     statements: dict[int, tuple[Statement, dict[str, bytes]]] = {}  # index -> statement, its units' prev
     heads: dict[str, Head] = {}
@@ -139,7 +151,7 @@ def check_rows(store: Store, rows: Mapping[str, UnitState], serials: Collection[
     it) are each unit's head in the log's first `below` statements: `ViewsDisagree` naming the unit, or
     the `IntegrityError` of a chain the log does not hold (`log_heads`). A row of a statement at or
     beyond `below` was saved by a writer that won a race: `Conflict`."""
-    heads = log_heads(store, serials, below, authority)
+    heads = log_heads(store, serials, below, authority, {s: row.links - 1 for s, row in rows.items()})
     for serial in serials:
         row, head = rows.get(serial), heads.get(serial)
         if row is not None and row.index >= below:
@@ -153,8 +165,8 @@ def check_rows(store: Store, rows: Mapping[str, UnitState], serials: Collection[
         fix = "the views were edited or are damaged; run `custody replay --rebuild`"
         if head is None:
             assert row is not None
-            raise ViewsDisagree(f"unit {serial}: the views give it a head ({_said(row.head, row.index, row.at)}) "
-                                f"but the log holds no chain for it: {fix}")
+            raise ViewsDisagree(f"unit {serial}: the views give it a head ({_said(row.head, row.index, row.at)}, "
+                                f"link {row.links}) but the log holds no such link of its chain: {fix}")
         if row is None:
             raise ViewsDisagree(f"unit {serial}: the views hold no chain for it but the log does (head "
                                 f"{_said(head.hash, head.index, head.at)}): {fix}")

@@ -346,9 +346,9 @@ class Store:
             return []
         return [(r.originator_version, r.topic, r.state) for r in self._select(codec.unit_id(self.origin, serial))]
 
-    def units_rows(self, serials: Collection[str]) -> dict[str, list[tuple[int, str, bytes]]]:
-        """`unit_rows` of several units at once (IN_CHUNK units a read): serial -> its rows, by version;
-        a unit with no row is left out."""
+    def units_rows(self, serials: Collection[str], since: int = 1) -> dict[str, list[tuple[int, str, bytes]]]:
+        """`unit_rows` of several units at once (IN_CHUNK units a read), those from version `since` on:
+        serial -> its rows, by version; a unit with no such row is left out."""
         self._require_one_log()
         if self.origin is None or not serials:
             return {}
@@ -359,8 +359,8 @@ class Store:
             chunk = ids[start:start + IN_CHUNK]
             rows = self._raw_events(f"SELECT {self._id_column()}, originator_version, topic, state FROM {{table}} "
                                     f"WHERE originator_id IN ({', '.join(['{p}'] * len(chunk))}) "
-                                    "ORDER BY originator_id, originator_version",
-                                    [self._hex_key(hex_id) for hex_id in chunk])
+                                    "AND originator_version >= {p} ORDER BY originator_id, originator_version",
+                                    [*(self._hex_key(hex_id) for hex_id in chunk), since])
             for hex_id, version, topic, state in rows:
                 found.setdefault(serial_of[hex_id], []).append((version, topic, bytes(state)))
         return found
