@@ -8,16 +8,18 @@ in the log (`check_rows`), and refuses when they differ (`ViewsDisagree`, until 
 
 The log's side (`log_heads`) is read as `verify` and `links.unit_chain` accept it: the rows stored under
 the unit's id must be chain links, versions 1, 2, … with the link topics, naming the unit, at increasing
-log indices; the latest (below the log size the writer extends) must point at a log statement that has
-its hash and names the unit with `prev` the hash of the link before (32 zero bytes for the first); and,
+log indices (a writer reads them from the link before the one its view row names on: the rest of the
+chain is not what it signs on); the latest (below the log size the writer extends) must point at a log
+statement that has its hash and names the unit with `prev` the hash of the link before (32 zero bytes
+for the first); and,
 for a writer, that statement's origin must be the ledger's and its signature must verify under its
 signer's key as the writer checked it from the log (`driver.checked_authority`), not after that key's
 revocation (its role and time are left to `verify`). That statement is the one the writer signs on: a
 step an insider inserted under the log's and the unit's ids and hid below the views' position, which the
 writer's catch-up would not check, is checked here.
 
-It costs one read of the units' rows and one of their latest statements, for the serials a writer signs
-(or is asked about), never the whole log.
+It costs a read of the units' last two links (one per distinct chain length) and one of their latest
+statements, for the serials a writer signs (or is asked about), never the whole log.
 """
 
 from __future__ import annotations
