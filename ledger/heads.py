@@ -154,6 +154,9 @@ def check_rows(store: Store, rows: Mapping[str, UnitState], serials: Collection[
     the `IntegrityError` of a chain the log does not hold (`log_heads`). A row of a statement at or
     beyond `below` was saved by a writer that won a race: `Conflict`."""
     heads = log_heads(store, serials, below, authority, {s: row.links - 1 for s, row in rows.items()})
+    shorter = [s for s, row in rows.items() if s not in heads and row.links > 2 and row.index < below]
+    if shorter:  # the log's chain ends before the link the row names: read it whole, to say how it ends
+        heads.update(log_heads(store, shorter, below, authority))
     for serial in serials:
         row, head = rows.get(serial), heads.get(serial)
         if row is not None and row.index >= below:

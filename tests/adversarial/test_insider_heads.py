@@ -188,3 +188,17 @@ def test_an_honest_ledger_still_verifies_after_many_writes(db_url: str) -> None:
                              clock=_clock, mode="allow")
         assert dict(done.statement.units)["A"] == shipped.hash
         assert _intact(store)
+
+
+def test_a_later_step_logged_without_its_unit_links_is_named_as_such(db_url: str) -> None:
+    """Further along a chain (the writer reads it from the link before its view's head on), a step whose
+    links are missing is still told apart from an edited view: `unit_links` at its index."""
+    ks, _, shipped = _shipped(db_url)
+    with Store(db_url) as store:
+        again = _sign(ks["kerry"], "shipped_to_us", {"port_of_entry": "DFW", "waybill": "W2"},
+                      [("A", shipped.hash)], T0 + 3 * SECOND + 1)
+        index = _insert(store, again)  # the log event only: the catch-up folds it into the views
+        with pytest.raises(UnitLinksInvalid) as caught:
+            append.record(store, ks["uslab"], "inspected", INSPECTED, ["A"], at=T0 + 4 * SECOND, clock=_clock)
+        assert caught.value.index == index and "links end before it" in caught.value.detail
+        assert store.size() == index + 1
