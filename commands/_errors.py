@@ -10,6 +10,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import typer
@@ -46,17 +47,59 @@ def _ways_on(error: ViolationsFound) -> list[str]:
 
 
 _OWN_PROCESS = False  # set by `commands.main.run`: the process is the command's, not a test runner's
+_STOPPING = False  # an interrupt has been raised as KeyboardInterrupt and is on its way to `invoke`
 
 
 def own_the_process() -> None:
-    """Say that this process runs one command and ends with it (so its Ctrl-C handling is ours to set)."""
+    """Say that this process runs one command and ends with it, so its Ctrl-C handling is ours to set.
+
+    Python's own handler raises KeyboardInterrupt in whatever code runs when the signal arrives. In a
+    finalizer (a `__del__`: a pipe to a worker dropped, the database closed as the command's frames are
+    freed) the interpreter cannot raise it: it prints it with a traceback and carries on, as if there had
+    been no Ctrl-C. So `_interrupted` does not raise it in a `__del__`, and `_swallowed` keeps quiet about
+    one that a finalizer of another kind swallowed: either way the command goes on, and the next Ctrl-C
+    stops it.
+    """
     global _OWN_PROCESS
     _OWN_PROCESS = True
+    signal.signal(signal.SIGINT, _interrupted)
+    sys.unraisablehook = _swallowed
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: raised once as KeyboardInterrupt, in the command's own code; more while that one is on its
+    way change nothing."""
+    global _STOPPING
+    if _STOPPING or _in_finalizer(frame):
+        return
+    _STOPPING = True
+    raise KeyboardInterrupt
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """Whether Python runs this code as a `__del__`, where an exception cannot be raised to its caller."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _swallowed(unraisable: Any) -> None:
+    """An exception a finalizer could not raise (a weak reference's callback, a generator's clean-up): if
+    it is our interrupt, say nothing; the command goes on, ready for the next Ctrl-C."""
+    global _STOPPING
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is _interrupted:
+        _STOPPING = False
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _no_more_interrupts() -> None:
     """Ignore Ctrl-C from here on: the command has finished or is already stopping, and what is left
-    (its exit, the interpreter's clean-up of worker processes) must end with the command's own status."""
+    (its exit, the interpreter's clean-up of worker processes) must end with the command's own status.
+    An interrupt already received and not yet raised is raised here (by `signal.signal`), so a caller
+    still inside `OneLineGroup.invoke` reports it."""
     if _OWN_PROCESS:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -66,9 +109,12 @@ class OneLineGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            with warnings.catch_warnings():  # a library's warning (DSA is deprecated…) is not the user's news
-                warnings.simplefilter("ignore")
-                return super().invoke(ctx)
+            try:
+                with warnings.catch_warnings():  # a library's warning (DSA is deprecated…) is not the user's news
+                    warnings.simplefilter("ignore")
+                    return super().invoke(ctx)
+            finally:  # the work is over: an interrupt not raised by now is one this `try` still catches
+                _no_more_interrupts()
         except LedgerError as e:
             render.say(message(e))
             raise typer.Exit(exit_status(e)) from None
