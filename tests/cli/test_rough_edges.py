@@ -123,6 +123,27 @@ def test_ctrl_c_in_a_finalizer_prints_no_traceback(demo_db: Path, module: str) -
         assert done.returncode == 2 and text.strip().splitlines()[-1] == "custody: interrupted; nothing half-written"
 
 
+_INTERRUPTED_WHILE_LOADING = """
+import os, signal, sys
+class Interrupt:  # Ctrl-C as the command line's modules load: while Typer is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Interrupt())
+from commands.entry import run
+run()
+"""
+
+
+def test_ctrl_c_while_the_program_loads_prints_its_one_line(demo_db: Path) -> None:
+    """Before any command runs (imports take a few tenths of a second): no KeyboardInterrupt traceback."""
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_WHILE_LOADING, "--db", str(demo_db), "verify"],
+                          capture_output=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr.decode()) == (
+        2, b"", "custody: interrupted; nothing half-written\n")
+
+
 @pytest.mark.parametrize("command, status", [
     (["report", "compliance"], 0), (["verify"], 3), (["report", "duty", "--csv"], 0),
 ])
