@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eventsourcing.persistence import StoredEvent
+
 from ledger import driver, fold, heads, limits, merkle, rules, views
 from ledger.checkpoint import check_origin
 from ledger.errors import (
@@ -87,6 +89,7 @@ class Batch:
             raise Conflict("the log moved while the views caught up")
         hashes = tuple(head.range) if head else ()
         self.range = merkle.CompactRange(self.size, hashes)
+        self.stored_head: tuple[bytes, ...] = hashes  # the stored tree head this batch extends
         self.origin = store.origin
         self.statements: list[tuple[int, Statement]] = []
         self._events: list[Any] = []
@@ -225,11 +228,13 @@ class Batch:
         self.size += 1
         return found
 
-    def commit(self) -> None:
-        """Write the queued statements (all or nothing), then their view rows."""
+    def commit(self, seal: Seal | None = None) -> None:
+        """Write the queued statements (all or nothing), then their view rows. `seal(batch)`, if given, is
+        called in the statements' transaction once they are in, and the events it returns (a checkpoint
+        that covers them, `tree_head.seal`) are stored in that transaction too."""
         if not self.statements:
             return
-        self.store.write(self._events)
+        self.store.write(self._events, then=(lambda: seal(self)) if seal is not None else None)
         with contextlib.suppress(Conflict):  # another writer caught the views up first
             views.save(self.store, self.state, self.statements, self.start)
         self.start = self.size
@@ -245,6 +250,9 @@ class Batch:
 def _head_of(unit: UnitState) -> tuple[bytes, int, int, int]:
     """What `heads.check_rows` compares of a unit's row with the log."""
     return unit.head, unit.at, unit.index, unit.links
+
+
+Seal = Callable[[Batch], Sequence[StoredEvent]]  # what a batch's transaction stores beside its statements
 
 
 @dataclass(frozen=True)
@@ -389,7 +397,8 @@ def record(store: Store, key: PrivateKey, kind: str, data: Mapping[str, Any], se
 
 
 def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
-                  clock: Callable[[], int] = now_us, attempts: int = MAX_ATTEMPTS) -> list[Recorded | Rejected]:
+                  clock: Callable[[], int] = now_us, attempts: int = MAX_ATTEMPTS,
+                  seal: Seal | None = None) -> list[Recorded | Rejected]:
     """Append statements signed elsewhere (the service's submissions), in order, in one transaction.
 
     Each is (statement, findings): the hard rules and the writer's bounds (`Batch.check_limits`, as
@@ -397,13 +406,16 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
     refused (`ViolationsFound`, their index the log size at the attempt) as `record`'s pre-check refuses
     it. A refused statement is left out and its error returned in its place; the others are appended. A
     lost race (`Conflict`) redoes the whole group on the heads as they now are; nothing is re-signed, so a
-    statement whose unit moved on is then refused (`chain`).
+    statement whose unit moved on is then refused (`chain`). `seal` (see `Batch.commit`) stores a
+    checkpoint of the group in its transaction.
     """
     started = time.monotonic()
     delay = BACKOFF_FIRST_S
+    serials = [s for statement, _ in statements for s in statement.serials]
     for attempt in range(1, attempts + 1):
         try:
             batch = Batch(store, clock)
+            batch.heads(serials)  # the units' view rows in one read for the whole group, not one per statement
             out: list[Recorded | Rejected] = []
             last: Statement | None = None
             for statement, findings in statements:
@@ -431,7 +443,7 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
                 out.append(Recorded(batch.size - 1, statement, tuple(added), (), attempt))
                 last = statement
             if last is not None:
-                _commit(store, batch, last)
+                _commit(store, batch, last, seal=seal)
             return out
         except Conflict as e:
             elapsed = time.monotonic() - started
@@ -443,7 +455,8 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
     raise AssertionError("unreachable")
 
 
-def _commit(store: Store, batch: Batch, statement: Statement, *, hint: Statement | None = None) -> None:
+def _commit(store: Store, batch: Batch, statement: Statement, *, hint: Statement | None = None,
+            seal: Seal | None = None) -> None:
     """Commit `batch`, whose last statement is `statement`: recorded once the log holds it at its index.
     A failure that leaves this unknown names a unit of `hint` (default `statement`) to check.
 
@@ -452,7 +465,7 @@ def _commit(store: Store, batch: Batch, statement: Statement, *, hint: Statement
     """
     index = batch.size - 1
     try:
-        batch.commit()
+        batch.commit(seal)
     except (Conflict, StoreError) as e:
         try:
             landed = any(event.wire == statement.wire for event in store.log(index, index + 1))

@@ -12,9 +12,11 @@ head or checkpoints raises an `IntegrityError` naming the check (exit 1).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from eventsourcing.persistence import StoredEvent
 
 from ledger import checkpoint as notes
 from ledger import merkle
@@ -171,31 +173,45 @@ def sign_tree_head(store: Store, key: PrivateKey, *, attempts: int = SIGN_ATTEMP
     raise AssertionError("unreachable")
 
 
+def _stored_since(store: Store, ledger: Ledger, so_far: StoredSoFar) -> StoredSoFar:
+    """`so_far` brought up to the checkpoints stored since (each verified), as a new value."""
+    stored = store.checkpoints(after=so_far.version)
+    latest = largest([*([so_far.latest] if so_far.latest is not None else []), *_verified(stored, ledger)])
+    return StoredSoFar(stored[-1][0] if stored else so_far.version, latest)
+
+
+def _check_head(source: merkle.ProofSource, head: Sequence[bytes], latest: ParsedNote | None) -> None:
+    """The stored tree head `head` (a compact range) at `source.size` is the root of the stored statements
+    (`source`, from their leaf hashes), and the log there extends the `latest` checkpoint."""
+    size = source.size
+    root = source.root()
+    try:
+        kept = merkle.CompactRange.from_list(size, head).root()
+    except BadInput as e:
+        raise RootMismatch(f"the stored tree head at size {size} is malformed: {e.detail}",
+                           index=size - 1) from e
+    if kept != root:
+        raise RootMismatch(f"the stored tree head at size {size} is not the root of the stored statements "
+                           "(run `custody verify`)", expected=kept, calculated=root, index=size - 1)
+    if latest is not None:
+        require_extends(source, latest.checkpoint, "the latest checkpoint the log signed")
+
+
 def _sign_once(store: Store, key: PrivateKey, ledger: Ledger, tree: Callable[[int], merkle.ProofSource] | None,
                known: StoredSoFar | None) -> SignedCheckpoint:
     # the checkpoints first, then the head: every checkpoint read is then of a size the head covers, even
     # when another signer stores one meanwhile
     so_far = known if known is not None else StoredSoFar()
-    stored = store.checkpoints(after=so_far.version)
-    latest = largest([*([so_far.latest] if so_far.latest is not None else []), *_verified(stored, ledger)])
-    last_version = stored[-1][0] if stored else so_far.version
-    so_far.version, so_far.latest = last_version, latest
+    fresh = _stored_since(store, ledger, so_far)
+    so_far.version, so_far.latest = fresh.version, fresh.latest
+    latest, last_version = fresh.latest, fresh.version
     head = store.head()
     if head is None:
         raise NotALedger(f"{store.url} holds no ledger")
     size = head.index + 1
     source = tree(size) if tree is not None else merkle.ProofSource(read_leaves(store, size))
+    _check_head(source, head.range, latest)
     root = source.root()
-    try:
-        kept = merkle.CompactRange.from_list(size, head.range).root()
-    except BadInput as e:
-        raise RootMismatch(f"the stored tree head at size {size} is malformed: {e.detail}",
-                           index=head.index) from e
-    if kept != root:
-        raise RootMismatch(f"the stored tree head at size {size} is not the root of the stored statements "
-                           "(run `custody verify`)", expected=kept, calculated=root, index=head.index)
-    if latest is not None:
-        require_extends(source, latest.checkpoint, "the latest checkpoint the log signed")
     checkpoint = Checkpoint(ledger.origin, size, root)
     note = notes.sign_checkpoint(checkpoint, ledger.origin, key.public, key.sign)
     previous = latest.checkpoint if latest else None
@@ -205,3 +221,41 @@ def _sign_once(store: Store, key: PrivateKey, ledger: Ledger, tree: Callable[[in
     store.write([stored_checkpoint(ledger.origin, version, size, note, datetime.now(UTC))])
     so_far.version, so_far.latest = version, notes.parse_note(note)
     return SignedCheckpoint(note, checkpoint, stored=True, previous=previous)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A checkpoint signed inside the transaction of the append it covers (`seal`): stored if that
+    commits. `so_far` is what the signer then knows of the stored checkpoints (this one the latest)."""
+
+    signed: SignedCheckpoint
+    so_far: StoredSoFar
+
+
+def seal(store: Store, key: PrivateKey, ledger: Ledger, *, before: merkle.ProofSource, head: Sequence[bytes],
+         after: merkle.CompactRange, known: StoredSoFar) -> tuple[Sealed, StoredEvent]:
+    """The operator's checkpoint of the tree head `after` that an append is storing, and its stored event,
+    signed inside the append's transaction (`Store.write`'s `then`: the writers' lock is held, so no other
+    signer or writer moves the log meanwhile and the checkpoint covers exactly what is appended).
+
+    The same checks as `sign_tree_head`, on the log as it stood before the append: `before` is its tree (from
+    leaf hashes the caller read from this store), `head` the stored tree head it was read with; `after` is
+    `before`'s tree head extended by the appended leaves (`append.Batch.range`), so it extends every
+    checkpoint `before` extends. `known` is not changed: adopt `Sealed.so_far` once the transaction commits.
+    """
+    if key.public != ledger.operator:
+        raise BadInput(f"key {key.key_id[:16]}… is not this ledger's operator key "
+                       f"({key_id(ledger.operator)[:16]}…, named at genesis)")
+    fresh = _stored_since(store, ledger, known)
+    if before.size:
+        _check_head(before, head, fresh.latest)
+    elif fresh.latest is not None and fresh.latest.checkpoint.size:
+        raise CheckpointInconsistent(f"the latest checkpoint the log signed has size {fresh.latest.checkpoint.size} "
+                                     "but the log is empty: it was rolled back")
+    checkpoint = Checkpoint(ledger.origin, after.size, after.root())
+    note = notes.sign_checkpoint(checkpoint, ledger.origin, key.public, key.sign)
+    previous = fresh.latest.checkpoint if fresh.latest else None
+    version = fresh.version + 1
+    event = stored_checkpoint(ledger.origin, version, after.size, note, datetime.now(UTC))
+    signed = SignedCheckpoint(note, checkpoint, stored=True, previous=previous)
+    return Sealed(signed, StoredSoFar(version, notes.parse_note(note))), event

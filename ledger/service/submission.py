@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventsourcing.persistence import StoredEvent
+
 from ledger import append, tree_head
 from ledger.errors import (
     IntegrityError,
@@ -103,6 +105,7 @@ class Ledger:
         self._reader = Store(db)
         self._reader_lock = threading.Lock()
         self.origin: str | None = None
+        self.identity: tree_head.Ledger | None = None  # the genesis: origin and operator key, once known
         self._check_operator(self.writer)
         self.checkpoint: tuple[int, str] | None = None  # (size, note) of the largest stored checkpoint
         self._checkpoint_version = 0
@@ -133,6 +136,7 @@ class Ledger:
             raise NotALedger(f"the operator key is not the one {store.url} names at genesis: serve it with "
                              "the ledger's operator key")
         self.origin = ledger.origin
+        self.identity = ledger
 
     def reader(self) -> Store:
         """The store that reads serve from (reopened once the log begins, so that it finds it)."""
@@ -187,10 +191,11 @@ class Ledger:
                     while len(group) < GROUP_SIZE:
                         group.append(self._queue.get_nowait())
                 if group:
-                    appended = self._append(group) or appended
+                    appended = self._append(group, started) or appended
                 if len(group) < GROUP_SIZE:
                     break
-            # a cycle that appended signs at once (one checkpoint for all it took); else the timer's look
+            # each group's checkpoint was stored with it; a cycle that logged what none covers yet (another
+            # writer's statement, found logged) signs at once; else the timer's look
             self._checkpoint_due(force=appended, started=started)
         for pending in self._drain():
             pending.resolve(Failed(StoreError("the service is stopping"), unavailable=True))
@@ -216,12 +221,19 @@ class Ledger:
         target = due if grown else max(due, self._last_look + min(POLL_S, self.checkpoint_every))
         return max(0.001, target - time.monotonic())
 
-    def _append(self, group: list[Pending]) -> bool:
-        """Append `group`; whether some of it is logged and waits for a checkpoint (to be signed now)."""
+    def _append(self, group: list[Pending], started: float) -> bool:
+        """Append `group` and, in the same transaction, a checkpoint that covers it (`_seal`); whether some
+        of it is logged and still waits for a checkpoint (to be signed now)."""
+        sealed: list[tree_head.Sealed] = []
         try:
             if not self.writer.opened:  # another process may have opened the ledger meanwhile
                 self._reopen_writer()
-            outcomes = append.append_signed(self.writer, [(p.statement, p.findings) for p in group])
+            if self.writer.opened and self.identity is None:
+                self._check_operator(self.writer)
+            self.tiles.refresh(self.writer)  # the log as it stands: the seal's tree before the append
+            outcomes = append.append_signed(self.writer, [(p.statement, p.findings) for p in group],
+                                            seal=(lambda batch: self._seal(batch, sealed))
+                                            if self.identity is not None else None)
             self.healthy = True
         except LedgerError as e:
             self.healthy = False
@@ -230,7 +242,11 @@ class Ledger:
             return False
         if self.origin is None and self.writer.opened:
             self._check_operator(self.writer)
-        self.tiles.refresh(self.writer)
+        recorded = [o for o in outcomes if isinstance(o, append.Recorded)]
+        if recorded and not self.tiles.extend(recorded[0].index, [o.statement for o in recorded]):
+            self.tiles.refresh(self.writer)
+        if recorded and sealed:  # the transaction that stored them stored its checkpoint too
+            self._adopt_sealed(sealed[-1], started)
         waiting: list[tuple[int, Pending]] = []
         for pending, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, append.Recorded):
@@ -244,7 +260,28 @@ class Ledger:
                 pending.resolve(Failed(outcome.error, outcome.heads, moved=_moved(pending.statement,
                                                                                   outcome.heads)))
         self.wait_for_checkpoint(waiting)
-        return bool(waiting)
+        current = self.checkpoint[0] if self.checkpoint is not None else 0
+        return any(index >= current for index, _ in waiting)
+
+    def _seal(self, batch: append.Batch, sealed: list[tree_head.Sealed]) -> list[StoredEvent]:
+        """The checkpoint of what `batch` appends, signed in its transaction (`tree_head.seal`)."""
+        assert self.identity is not None
+        done, event = tree_head.seal(self.writer, self.operator, self.identity, before=self._tree(batch.start),
+                                     head=batch.stored_head, after=batch.range, known=self._signed_so_far)
+        sealed.append(done)
+        return [event]
+
+    def _adopt_sealed(self, sealed: tree_head.Sealed, started: float) -> None:
+        """A checkpoint stored with the group it covers: served from now on, and pushed to witnesses."""
+        self._signed_so_far.version, self._signed_so_far.latest = sealed.so_far.version, sealed.so_far.latest
+        checkpoint = sealed.signed.checkpoint
+        if self.checkpoint is None or checkpoint.size > self.checkpoint[0]:
+            self.checkpoint = (checkpoint.size, sealed.signed.note)
+        self._checkpoint_version = max(self._checkpoint_version, sealed.so_far.version)
+        self._last_signed = started
+        for hook in self.on_checkpoint:
+            with contextlib.suppress(Exception):  # a hook's failure never stops the log
+                hook(checkpoint.size, sealed.signed.note)
 
     def _reopen_writer(self) -> None:
         fresh = Store(self.db)

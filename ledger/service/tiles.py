@@ -15,11 +15,13 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import msgpack
 
 from ledger import merkle
 from ledger.errors import LogIndexInvalid
+from ledger.statement import Statement
 from ledger.store import Store
 
 TILE_WIDTH = 256  # c2sp.org/tlog-tiles: a full tile holds 256 hashes (8,192 bytes)
@@ -135,6 +137,20 @@ class TiledLog:
             if new:
                 self.append_leaves(new)
             return self.size
+
+    def extend(self, start: int, statements: Sequence[Statement]) -> bool:
+        """Add `statements`, just appended at `start`, …, without reading them back; False (nothing done)
+        unless the log held ends at `start`."""
+        with self._lock:
+            if start != self.size:
+                return False
+            new = bytearray()
+            for index, statement in enumerate(statements, start):
+                new += merkle.leaf_hash(statement.wire)
+                if not statement.units:
+                    self.admin[statement.hash] = index
+            self.append_leaves(new)
+            return True
 
     def append_leaves(self, hashes: bytes | bytearray) -> None:
         """Add leaf hashes (32 bytes each, concatenated) and the full subtrees they complete."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
@@ -62,6 +62,9 @@ IN_CHUNK = 500  # keys per `IN ({p}, …)` read of stored events: SQLite caps th
 _LOG_TOPIC = "topic = CASE WHEN originator_version = 1 THEN {p} ELSE {p} END"  # the log topic for the version
 VIEW_INDEXES = ("CREATE INDEX IF NOT EXISTS custody_findings_idx ON custody_findings (idx)",
                 "CREATE INDEX IF NOT EXISTS custody_signed_key ON custody_signed (key_id)")
+
+
+Then = Callable[[], Sequence[StoredEvent]]  # events to insert after the first ones, in their transaction
 
 
 class ViewsCursorBase:
@@ -253,13 +256,19 @@ class Store:
 
     # --- events ------------------------------------------------------------------------------------
 
-    def write(self, events: Sequence[StoredEvent]) -> None:
-        """Insert stored events in one transaction: all of them or, on any error, none."""
+    def write(self, events: Sequence[StoredEvent], *, then: Then | None = None) -> None:
+        """Insert stored events in one transaction: all of them or, on any error, none.
+
+        `then`, if given, is called inside that transaction once `events` are in (so under the writers'
+        lock, which the first insert takes), and the events it returns go in the same transaction: the
+        service signs the checkpoint of a group it appends there (`tree_head.seal`). What it raises
+        rolls everything back and is raised as it is.
+        """
         if self.readonly:
             raise StoreError("this store is open read-only")
         self._require_one_log()
         try:
-            self.recorder.insert_events(events)
+            self.recorder.insert_events(events, then=then)
         except es.IntegrityError as e:
             raise self._squatted(events) or Conflict("another writer appended first") from e
         except es.PersistenceError as e:

@@ -34,6 +34,7 @@ from ledger.store.base import (
     VIEWS,
     WITHOUT_UNITS_INDEX,
     Store,
+    Then,
     ViewsCursorBase,
     first_line,
     genesis_index,
@@ -129,7 +130,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def insert_events(self, stored_events: Sequence[StoredEvent], *, then: Then | None = None,
+                      **kwargs: Any) -> Sequence[int] | None:
         """Take the writers' lock, then stream the events in with one binary `COPY`, in one transaction.
 
         eventsourcing sends one array of composite values, which psycopg spells out in text (every state
@@ -138,19 +140,25 @@ class LedgerRecorder(PostgresApplicationRecorder):
         the client for a result). Nobody reads the notification ids back.
         """
         if stored_events:
-            self.attempt(lambda: self._copy_events(stored_events))
+            self.attempt(lambda: self._copy_events(stored_events, then))
         return None
 
-    def _copy_events(self, stored_events: Sequence[StoredEvent]) -> None:
+    def _copy_events(self, stored_events: Sequence[StoredEvent], then: Then | None = None) -> None:
         copy_sql = sql.SQL("COPY {}.{} (originator_id, originator_version, topic, state) FROM STDIN "
                            "(FORMAT BINARY)").format(sql.Identifier(self.datastore.schema),
                                                      sql.Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self.take_writer_lock(curs)
-            with curs.copy(copy_sql) as copy:
-                copy.set_types([self.datastore.originator_id_type, "int8", "text", "bytea"])
-                for e in stored_events:
-                    copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+            batches = [stored_events]
+            while batches:  # the events, then (under the lock taken) those `then` returns
+                with curs.copy(copy_sql) as copy:
+                    copy.set_types([self.datastore.originator_id_type, "int8", "text", "bytea"])
+                    for e in batches.pop():
+                        copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+                if then is not None:
+                    more, then = then(), None
+                    if more:
+                        batches.append(more)
 
     def take_writer_lock(self, curs: Any) -> None:
         """Writers serialise on a transaction-scoped advisory lock: the commit order is the insert order

@@ -28,6 +28,7 @@ from ledger.store.base import (
     IN_CHUNK,
     WITHOUT_UNITS_INDEX,
     Store,
+    Then,
     ViewsCursorBase,
     first_line,
     genesis_index,
@@ -49,6 +50,17 @@ class LedgerRecorder(SQLiteApplicationRecorder):
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), genesis_index(self.events_table_name),
                 without_units_index(self.events_table_name, WITHOUT_UNITS)]
+
+    def insert_events(self, stored_events: Sequence[es.StoredEvent], *, then: Then | None = None,
+                      **kwargs: Any) -> Sequence[int] | None:
+        """eventsourcing's insert, plus the events `then` returns once these are in, in the same
+        transaction (`Store.write`)."""
+        with self.datastore.transaction(commit=True) as c:
+            self._insert_events(c, stored_events, **kwargs)
+            more = then() if then is not None else ()
+            if more:
+                self._insert_events(c, more, **kwargs)
+        return None
 
     def select_rows(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of one read in a read transaction, as tuples: eventsourcing's `sqlite3.Row`s cost half a
