@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import re
 import shutil
 import signal
@@ -104,8 +105,16 @@ def _client_process(url: str, lists: list[list[bytes]], start_at: float, until: 
     out.put(results)
 
 
-def load(url: str, wires: list[bytes], clients: int, seconds: float) -> dict[str, float]:
-    """`clients` concurrent submitters for `seconds`: accepted/s, p50, p99 (seconds), failures."""
+def cpu_seconds(pid: int) -> float:
+    """The user + system CPU seconds process `pid` (all its threads) has used so far (Linux `/proc`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, wires: list[bytes], clients: int, seconds: float, server: int | None = None) -> dict[str, float]:
+    """`clients` concurrent submitters for `seconds`: accepted/s, p50, p99 (seconds), failures, and with
+    `server` (its pid) the server's CPU milliseconds per accepted statement, which other work on a shared
+    machine moves far less than the rate."""
     per = len(wires) // clients
     lists = [wires[i * per:(i + 1) * per] for i in range(clients)]
     processes = min(PROCESSES, clients)
@@ -116,14 +125,19 @@ def load(url: str, wires: list[bytes], clients: int, seconds: float) -> dict[str
              for p in range(processes)]
     for p in procs:
         p.start()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    cpu_before = cpu_seconds(server) if server is not None else 0.0
     gathered = [queue.get() for _ in procs]
     ended = time.time()
+    cpu = cpu_seconds(server) - cpu_before if server is not None else float("nan")
     for p in procs:
         p.join()
     latencies = sorted(x for results in gathered for _, lat in results for x in lat)
     failed = sum(f for results in gathered for f, _ in results)
     wall = min(ended, until + 5) - start_at
     return {"accepted": len(latencies), "rate": len(latencies) / wall, "failed": failed,
+            "cpu_ms": cpu * 1000 / len(latencies) if latencies else float("nan"),
             "p50": statistics.median(latencies) if latencies else float("nan"),
             "p99": latencies[int(len(latencies) * 0.99) - 1] if len(latencies) >= 100 else
             (latencies[-1] if latencies else float("nan"))}
@@ -175,11 +189,12 @@ def main() -> None:
             try:
                 for clients in args.clients:
                     wires = presign(built, max(budget, clients), f"E{every}C{clients}-")
-                    result = load(url, wires, clients, seconds)
+                    result = load(url, wires, clients, seconds, proc.pid)
                     rows.append((every, clients, result))
                     print(f"checkpoint every {every:g} s, {clients:>2} client(s): {result['rate']:8.1f} accepted/s, "
                           f"p50 {result['p50'] * 1000:7.1f} ms, p99 {result['p99'] * 1000:7.1f} ms "
-                          f"(goal < {every * 1000 + 250:.0f} ms), {result['failed']} refused", flush=True)
+                          f"(goal < {every * 1000 + 250:.0f} ms), {result['failed']} refused, "
+                          f"server CPU {result['cpu_ms']:.2f} ms/statement", flush=True)
                 tiles_rate = tiles(url, 5 if args.quick else 10) if every == args.every[-1] else None
             finally:
                 stop(proc)
