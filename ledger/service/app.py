@@ -21,6 +21,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -58,6 +59,7 @@ MAX_HEADS = 10_000  # DESIGN.md: at most 10,000 serials in one heads request
 BODY_TIMEOUT_S = 10.0  # a body that has not arrived whole by then is cut off (slow clients)
 READERS = 4  # store reads at once (each may fold the views)
 RETRY_AFTER_S = 1
+MAX_REQUESTS = 4096  # requests in progress at once; beyond, 503 `unavailable` (uvicorn's own limit is above it)
 STATEMENT_TYPE = "application/vnd.custody.statement"
 TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"  # c2sp.org/tlog-proof: the receipt's first line
 IMMUTABLE = "public, max-age=31536000, immutable"  # DESIGN.md: full tiles never change
@@ -85,6 +87,32 @@ def error_response(e: ApiError) -> Response:
 
 def unavailable(detail: str) -> ApiError:
     return ApiError(503, "unavailable", detail, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+class Capacity:
+    """ASGI middleware: at most `limit` requests in progress; beyond, DESIGN.md's 503 `unavailable` with
+    `Retry-After` ("the service is full"), as JSON like every other error. uvicorn's `limit_concurrency`
+    (`server.MAX_CONNECTIONS`) is set above it, so its plain-text 503 comes only past that many
+    connections, idle kept-alive ones included."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int = MAX_REQUESTS) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0  # changed on the event loop only
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            full = unavailable(f"the service is full: {self.in_flight} requests in progress; try again")
+            await error_response(full)(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 class Service:
@@ -408,8 +436,8 @@ def routes(service: Service) -> list[BaseRoute]:
 
 
 def build_app(ledger: Ledger, extra_routes: Sequence[BaseRoute] = (), *, manage: bool = True,
-              witnesses: Sequence[WitnessConfig] = ()) -> Starlette:
-    """The ASGI app over `ledger`; `extra_routes` are added.
+              witnesses: Sequence[WitnessConfig] = (), max_requests: int = MAX_REQUESTS) -> Starlette:
+    """The ASGI app over `ledger`; `extra_routes` are added; at most `max_requests` in progress (`Capacity`).
 
     `witnesses` (`--witness`) are pushed each new checkpoint if they have a URL, and their cosignatures
     are accepted on `POST /v1/cosignatures` and served with the checkpoint (`ledger.witnessing`). With
@@ -435,6 +463,7 @@ def build_app(ledger: Ledger, extra_routes: Sequence[BaseRoute] = (), *, manage:
                 await run_in_threadpool(ledger.stop)
 
     app = Starlette(routes=[*routes(service), cosignatures_route(witnessing), *extra_routes], lifespan=lifespan,
+                    middleware=[Middleware(Capacity, limit=max_requests)],
                     exception_handlers={404: _not_found, HTTPException: _http_error, Exception: _server_error})
     app.state.service = service
     app.state.witnessing = witnessing

@@ -19,7 +19,10 @@ HEADER_TIMEOUT_S = 10.0  # a request line and headers that have not arrived by t
 KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this long
 MAX_HEADER_BYTES = 16 * 1024  # h11 refuses a request line and headers larger than this (431)
 BACKLOG = 2048  # connections the kernel holds until they are accepted (uvicorn's default)
-MAX_CONNECTIONS = 4096  # open connections and requests at once; beyond, uvicorn answers 503 (plain text)
+# uvicorn's limit on open connections (idle kept-alive ones included) and requests at once, beyond which it
+# answers a plain-text 503 itself: above the app's own cap on requests in progress (`app.MAX_REQUESTS`, a JSON
+# 503 `unavailable`), so that a full service answers as DESIGN.md says while the connections are not many more
+MAX_CONNECTIONS = 8192
 
 
 class GuardedH11(H11Protocol):

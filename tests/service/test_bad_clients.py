@@ -15,9 +15,10 @@ from ledger import keys
 from ledger.append import now_us, sign_statement
 from ledger.service import app as service_app
 from ledger.service import server as service_server
+from ledger.service.submission import Ledger
 from ledger.statement import ZERO_HASH
 from tests.conftest import Ledger as Book
-from tests.service.conftest import Served
+from tests.service.conftest import Running, Served
 
 STATEMENT = {"Content-Type": "application/vnd.custody.statement"}
 
@@ -151,7 +152,7 @@ def test_a_full_service_answers_503_with_retry_after(book: Book) -> None:
     with Served(book.db, Path(book.key("operator")), checkpoint_every=3600, max_waiting=1,
                 wait_timeout=1.0) as server, server.client() as http:
         append = server.ledger._append
-        server.ledger._append = lambda group: held.wait(10) and append(group)  # type: ignore[method-assign]
+        server.ledger._append = lambda group, started: held.wait(10) and append(group, started)  # type: ignore[method-assign]
         first: dict[str, httpx.Response] = {}
         waiter = threading.Thread(target=lambda: first.setdefault("r", http.post(
             "/v1/statements", content=statements[0].wire, headers=STATEMENT)))
@@ -162,3 +163,33 @@ def test_a_full_service_answers_503_with_retry_after(book: Book) -> None:
         held.set()
         assert full.status_code == 503 and full.headers["retry-after"] and full.json()["error"] == "unavailable"
         assert first["r"].status_code == 503 and first["r"].json()["error"] == "unavailable"
+
+
+def test_requests_past_the_cap_get_a_json_503_before_uvicorns_limit(book: Book) -> None:
+    """DESIGN.md "when the service is full": 503 `unavailable` with Retry-After, JSON like every error, from
+    the app's own cap on requests in progress (uvicorn's plain-text 503 is set further off)."""
+    assert service_server.config(object()).limit_concurrency > service_app.MAX_REQUESTS
+    operator = keys.load_private(Path(book.key("operator")), lambda: None)
+    ledger = Ledger(book.db, operator, checkpoint_every=0.05)
+    try:
+        with Running(service_app.build_app(ledger, max_requests=2)) as server:
+            host, port = server.url.removeprefix("http://").split(":")
+            slow = []
+            for _ in range(2):  # two requests in progress: each waits for the rest of its body
+                sock = socket.create_connection((host, int(port)), timeout=10)
+                sock.sendall(b"POST /v1/heads HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                             b'Content-Length: 15\r\n\r\n{"seri')
+                slow.append(sock)
+            time.sleep(0.3)
+            with server.client() as http:
+                full = http.get("/checkpoint")
+                assert full.status_code == 503, full.text
+                assert full.headers["content-type"] == "application/json" and full.headers["retry-after"] == "1"
+                assert full.json()["error"] == "unavailable" and "full" in full.json()["detail"]
+                for sock in slow:  # they finish, and make room
+                    sock.sendall(b'als": []}')
+                    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+                    sock.close()
+                assert http.get("/checkpoint").status_code == 200
+    finally:
+        ledger.close()
