@@ -15,7 +15,7 @@ import base64
 import binascii
 import bisect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,13 +208,28 @@ def _proof_fields(document: dict[str, Any]) -> UnitProof:
 # --- building ------------------------------------------------------------------------
 
 
-def build_proof(store: Store, serial: str, *, now_us: int) -> UnitProof:
+@dataclass(frozen=True)
+class HeldLog:
+    """What a long-running reader (the service) holds of the log, so that a proof reads only the unit's own
+    rows: the latest checkpoint note it serves, the tree at any size up to it (from the stored statements'
+    leaf hashes, read once), and the administrative statements (index, wire) below a size."""
+
+    note: str
+    tree: Callable[[int], merkle.ProofSource]
+    admin: Callable[[int], list[tuple[int, bytes]]]
+
+
+def build_proof(store: Store, serial: str, *, now_us: int, held: HeldLog | None = None) -> UnitProof:
     """The proof of unit `serial` against the largest stored checkpoint, which must cover its statements.
 
     Needs no key. The unit's statements are read from the log itself (its stored chain links only say
     where its newest one is). Raises `NotFound` for an unknown serial, `Refused` when no stored
     checkpoint covers the unit's newest statement, and an `IntegrityError` when the ledger disagrees with
     its own checkpoint.
+    With `held` (the service) the proof is against `held.note`, and the store is read for the unit's chain
+    and its statements only (checked as `verify` checks them, `links.unit_chain`), not the whole log: the
+    tree and the administrative statements come from `held`. That the links name every statement of the
+    unit is what `verify` checks.
     The proof is verified (trusting the genesis, as a verifier would with `--trust`) before it is returned.
     """
     if not valid_id(serial):
@@ -224,8 +239,9 @@ def build_proof(store: Store, serial: str, *, now_us: int) -> UnitProof:
     if not chain:
         raise NotFound(f"unknown serial {serial!r}: no unit with that serial in {store.url}")
     newest = chain[-1][0]
+    texts = [held.note] if held is not None else [text for _, _, text in store.checkpoints()]
     valid: list[ParsedNote] = []
-    for _version, _size, text in store.checkpoints():
+    for text in texts:
         try:
             note = notes.parse_note(text)
             notes.verify_operator(note, ledger.origin, ledger.operator)
@@ -248,7 +264,12 @@ def build_proof(store: Store, serial: str, *, now_us: int) -> UnitProof:
         elif serial in serials:
             unit_wires[index] = wire
 
-    source = merkle.ProofSource(read_leaves(store, size, visit))
+    if held is None:
+        source = merkle.ProofSource(read_leaves(store, size, visit))
+    else:
+        source = held.tree(size)
+        unit_wires = {index: statement.wire for index, statement in chain}
+        admin = held.admin(size)
     if source.root() != chosen.checkpoint.root:
         raise RootMismatch(f"the stored checkpoint of size {size} is not the log's root at that size "
                            "(run `custody verify`)", expected=chosen.checkpoint.root,

@@ -305,12 +305,24 @@ class Service:
             raise ApiError(400, "usage", f"bad serial {serial[:80]!r}")
 
         def load() -> bytes:
+            current = self.ledger.checkpoint  # none yet: an empty note, which covers nothing (Refused)
+            held = proofs.HeldLog(current[1] if current else "", self._tree, self.ledger.tiles.admin_below)
             try:
-                return proofs.build_proof(self._opened(), serial, now_us=now_us()).encode()
+                # the unit's rows only: the tree and the administrative statements are the service's tiles
+                return proofs.build_proof(self._opened(), serial, now_us=now_us(), held=held).encode()
             except Refused as e:
                 raise StoreError(e.detail) from None
 
         return Response(await self.read(load), media_type="application/json")
+
+    def _tree(self, size: int) -> Any:
+        """The log's tree at `size` from the tiles, brought up to the store first if they hold less."""
+        tiles = self.ledger.tiles
+        if size > tiles.size:
+            self.ledger.refresh(force=True)
+        if size > tiles.size:
+            raise StoreError(f"the log holds {tiles.size} statements, not the checkpoint's {size}")
+        return tiles.tree(size)
 
     async def report(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -11,6 +11,7 @@ so a proof at a new tree size costs O(log n) lookups, not a pass over the log.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 import threading
@@ -111,6 +112,7 @@ class TiledLog:
         self.levels: list[bytearray] = [bytearray()]  # level l: hashes of full 256^l-leaf subtrees
         self.leaves = merkle.Leaves(self.levels[0])
         self.admin: dict[bytes, int] = {}  # statement hash → index, for statements without units
+        self.admin_entries: list[tuple[int, bytes]] = []  # those statements, (index, wire), in log order
         self._subtrees: dict[tuple[int, int], bytes] = {}  # shared by every ProofSource of this log
         self._lock = threading.Lock()
         self._bundles: OrderedDict[tuple[int, int], bytes] = OrderedDict()
@@ -133,6 +135,7 @@ class TiledLog:
                 kind_units = _units_of(event.wire)
                 if kind_units is not None and not kind_units[1]:
                     self.admin[kind_units[0]] = index
+                    self.admin_entries.append((index, event.wire))
                 index += 1
             if new:
                 self.append_leaves(new)
@@ -149,6 +152,7 @@ class TiledLog:
                 new += merkle.leaf_hash(statement.wire)
                 if not statement.units:
                     self.admin[statement.hash] = index
+                    self.admin_entries.append((index, statement.wire))
             self.append_leaves(new)
             return True
 
@@ -203,6 +207,11 @@ class TiledLog:
             while len(self._bundles) > BUNDLE_CACHE:
                 self._bundles.popitem(last=False)
         return data
+
+    def admin_below(self, size: int) -> list[tuple[int, bytes]]:
+        """The statements without units (administrative ones) at indices below `size`, (index, wire)."""
+        with self._lock:
+            return self.admin_entries[:bisect.bisect_left(self.admin_entries, (size, b""))]
 
     def tree(self, size: int) -> merkle.ProofSource:
         """Proofs and the root at `size` (≤ the size held)."""
