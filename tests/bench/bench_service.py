@@ -9,6 +9,8 @@
 - Full tiles served per second (`wrk`, Debian's package: `apt-get install -y wrk`): goal ≥ 5,000.
 
 The clients run in separate processes (threads in each), so that they do not share the server's core.
+Also: the server's CPU per accepted statement, and the checkpoints stored during each run (one per writer
+cycle under load: the rows the checkpoints table gains).
 Run: .venv/bin/python tests/bench/bench_service.py [--quick] [--every 1.0 0.05] [--clients 1 8 64]
 """
 
@@ -189,12 +191,21 @@ def main() -> None:
             try:
                 for clients in args.clients:
                     wires = presign(built, max(budget, clients), f"E{every}C{clients}-")
+                    with Store(db) as store:
+                        before = len(store.checkpoints())
                     result = load(url, wires, clients, seconds, proc.pid)
+                    with Store(db) as store:
+                        stored = store.checkpoints()[before:]
+                    result["checkpoints"] = len(stored)
+                    result["note_bytes"] = statistics.mean(len(n.encode()) for _, _, n in stored) if stored else 0.0
                     rows.append((every, clients, result))
                     print(f"checkpoint every {every:g} s, {clients:>2} client(s): {result['rate']:8.1f} accepted/s, "
                           f"p50 {result['p50'] * 1000:7.1f} ms, p99 {result['p99'] * 1000:7.1f} ms "
                           f"(goal < {every * 1000 + 250:.0f} ms), {result['failed']} refused, "
                           f"server CPU {result['cpu_ms']:.2f} ms/statement", flush=True)
+                    print(f"  {result['checkpoints']} checkpoints stored ({result['checkpoints'] / seconds:.1f}/s, "
+                          f"one per {result['accepted'] / max(result['checkpoints'], 1):.0f} statements, "
+                          f"notes of {result['note_bytes']:.0f} bytes)", flush=True)
                 tiles_rate = tiles(url, 5 if args.quick else 10) if every == args.every[-1] else None
             finally:
                 stop(proc)
