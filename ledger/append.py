@@ -1,8 +1,8 @@
 """The writer: sign statements, check the hard rules and the pre-check, append atomically, retry.
 
 A `Batch` holds a writer's partial state (the view rows its statements touch) and the stored events it
-will write; `commit` writes the statements and all their unit links in one transaction, then the view
-rows. `record` is one statement in a batch, retried with backoff when another writer wins the race:
+will write; `commit` writes the statements, all their unit links and the view rows they change in one
+transaction (one commit). `record` is one statement in a batch, retried with backoff when another writer wins the race:
 it re-reads the heads, re-runs the pre-check, restamps `at` (unless given) and re-signs.
 """
 
@@ -73,7 +73,7 @@ def sign_statement(key: PrivateKey, *, origin: str, kind: str, at: int,
 
 
 class Batch:
-    """Statements appended together: one transaction for the events, one for the views."""
+    """Statements appended together: their events and view rows in one transaction."""
 
     def __init__(self, store: Store, clock: Callable[[], int] = now_us) -> None:
         self.store = store
@@ -229,14 +229,25 @@ class Batch:
         return found
 
     def commit(self, seal: Seal | None = None) -> None:
-        """Write the queued statements (all or nothing), then their view rows. `seal(batch)`, if given, is
-        called in the statements' transaction once they are in, and the events it returns (a checkpoint
-        that covers them, `tree_head.seal`) are stored in that transaction too."""
+        """Write the queued statements and their view rows, in one transaction (one commit): all or nothing.
+        `seal(batch)`, if given, is called in that transaction once they are in, and the events it returns
+        (a checkpoint that covers them, `tree_head.seal`) are stored in it too. A store without views
+        tables gets the statements alone (the next writer's `views.catch_up` makes the views).
+
+        The views' position is checked in the transaction: were it not where this batch folded from (no
+        writer moves it without appending first, which this insert would have clashed with), the rows are
+        left to the next writer's catch-up, as when another writer catches them up first."""
         if not self.statements:
             return
-        self.store.write(self._events, then=(lambda: seal(self)) if seal is not None else None)
-        with contextlib.suppress(Conflict):  # another writer caught the views up first
-            views.save(self.store, self.state, self.statements, self.start)
+        with_views = self.store.views_exist()
+
+        def then(cursor: Any) -> Sequence[StoredEvent]:
+            if with_views:
+                with contextlib.suppress(Conflict):  # raised before anything is written
+                    views.save_in(cursor, self.store.param, self.state, self.statements, self.start)
+            return seal(self) if seal is not None else ()
+
+        self.store.write(self._events, then=then)
         self.start = self.size
         self.statements, self._events = [], []
         # The views now hold these rows: forget them, so a long bulk append neither rewrites them at every

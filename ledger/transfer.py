@@ -289,7 +289,7 @@ class _ImportBatch(Batch):
             super()._ensure_serials(serials)
 
     def commit_all(self, extra: Sequence[StoredEvent], limit: int | None = None) -> None:
-        """Write the queued statements with `extra` events (stored checkpoints) after them, then the views.
+        """Write the queued statements with `extra` events (stored checkpoints) after them, and the views.
 
         In one transaction up to `limit` events; beyond it, in transactions of whole statements (a
         statement's log event and its unit links are never split) of at most `limit` events where a
@@ -303,7 +303,7 @@ class _ImportBatch(Batch):
         for chunk in chunks[:-1]:
             self.store.write(chunk)
         self._events = chunks[-1]
-        self.commit()  # the last chunk, then the views in their own transaction, as for every writer
+        self.commit()  # the last chunk with the views, in one transaction, as for every writer
 
 
 def _chunks(events: Sequence[StoredEvent], limit: int) -> list[list[StoredEvent]]:

@@ -82,20 +82,27 @@ def save(store: Store, state: State, statements: Sequence[tuple[int, Statement]]
     Raises `Conflict` (and writes nothing) when another writer moved the position first.
     """
     with store.transaction() as cursor:
-        # Take the row's write lock first (a no-op update), then read: the position cannot move between
-        # the check and the write, and a writer that already folded these statements is told apart.
-        cursor.execute("UPDATE custody_position SET position = position WHERE id = 1")
-        cursor.execute("SELECT position FROM custody_position WHERE id = 1")
-        found = cursor.fetchall()
-        if not found:
-            if start != 0:
-                raise Conflict("views have no position row")
-            cursor.execute(f"INSERT INTO custody_position (id, position) VALUES (1, {store.param})", [state.size])
-        elif found[0][0] != start:
-            raise Conflict("views moved on")
-        else:
-            cursor.execute(f"UPDATE custody_position SET position = {store.param} WHERE id = 1", [state.size])
-        _write_rows(cursor, state, statements)
+        save_in(cursor, store.param, state, statements, start)
+
+
+def save_in(cursor: Any, param: str, state: State, statements: Sequence[tuple[int, Statement]], start: int) -> None:
+    """`save` in a write transaction the caller holds (`cursor`; `param` the store's placeholder): the
+    writer's, which stores the statements in the same one (`append.Batch.commit`). `Conflict` is raised
+    before anything is written."""
+    # Take the row's write lock first (a no-op update), then read: the position cannot move between
+    # the check and the write, and a writer that already folded these statements is told apart.
+    cursor.execute("UPDATE custody_position SET position = position WHERE id = 1")
+    cursor.execute("SELECT position FROM custody_position WHERE id = 1")
+    found = cursor.fetchall()
+    if not found:
+        if start != 0:
+            raise Conflict("views have no position row")
+        cursor.execute(f"INSERT INTO custody_position (id, position) VALUES (1, {param})", [state.size])
+    elif found[0][0] != start:
+        raise Conflict("views moved on")
+    else:
+        cursor.execute(f"UPDATE custody_position SET position = {param} WHERE id = 1", [state.size])
+    _write_rows(cursor, state, statements)
 
 
 _SIGNED_COLUMNS = ("key_id", "idx", "at", "serials")

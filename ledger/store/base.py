@@ -64,7 +64,9 @@ VIEW_INDEXES = ("CREATE INDEX IF NOT EXISTS custody_findings_idx ON custody_find
                 "CREATE INDEX IF NOT EXISTS custody_signed_key ON custody_signed (key_id)")
 
 
-Then = Callable[[], Sequence[StoredEvent]]  # events to insert after the first ones, in their transaction
+# called in a write's transaction once its events are in, with a views cursor (`ViewsCursorBase`) in that
+# transaction: the events it returns go in the same transaction (`Store.write`)
+Then = Callable[[Any], Sequence[StoredEvent]]
 
 
 class ViewsCursorBase:
@@ -260,9 +262,9 @@ class Store:
         """Insert stored events in one transaction: all of them or, on any error, none.
 
         `then`, if given, is called inside that transaction once `events` are in (so under the writers'
-        lock, which the first insert takes), and the events it returns go in the same transaction: the
-        service signs the checkpoint of a group it appends there (`tree_head.seal`). What it raises
-        rolls everything back and is raised as it is.
+        lock, which the first insert takes) with a views cursor in it (`transaction`'s), and the events it
+        returns go in the same transaction: the writer saves the view rows there, and the service signs
+        the checkpoint of a group it appends (`tree_head.seal`). What it raises rolls everything back.
         """
         if self.readonly:
             raise StoreError("this store is open read-only")
@@ -547,6 +549,10 @@ class Store:
             raise Conflict("another writer wrote the views first") from e
         except es.PersistenceError as e:
             raise self._error("write views to", e) from e
+
+    def views_exist(self) -> bool:
+        """Whether the views tables are there (a writer's `Store(url, create=True)` makes them)."""
+        return self._views_exist()
 
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read on the views tables (SQL written with `param`); absent tables read as no rows."""

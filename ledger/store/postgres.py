@@ -156,7 +156,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     for e in batches.pop():
                         copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
                 if then is not None:
-                    more, then = then(), None
+                    with conn.cursor(row_factory=tuple_row) as views:
+                        more, then = then(_Cursor(views)), None
                     if more:
                         batches.append(more)
 

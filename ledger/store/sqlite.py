@@ -57,7 +57,7 @@ class LedgerRecorder(SQLiteApplicationRecorder):
         transaction (`Store.write`)."""
         with self.datastore.transaction(commit=True) as c:
             self._insert_events(c, stored_events, **kwargs)
-            more = then() if then is not None else ()
+            more = then(_Cursor(c.sqlite_cursor)) if then is not None else ()
             if more:
                 self._insert_events(c, more, **kwargs)
         return None

@@ -300,11 +300,11 @@ def test_a_refusal_after_a_lost_race_says_the_unit_moved_on(ledger: Ledger,
         real_commit = append.Batch.commit
         calls = {"n": 0}
 
-        def commit_after_a_rival(batch: append.Batch) -> None:
+        def commit_after_a_rival(batch: append.Batch, seal: append.Seal | None = None) -> None:
             calls["n"] += 1
             if calls["n"] == 1:  # the rival ships the unit between our pre-check and our commit
                 append.record(rival, carrier, "shipped_to_us", data, ["MOVED"])
-            real_commit(batch)
+            real_commit(batch, seal)
 
         monkeypatch.setattr(append.Batch, "commit", commit_after_a_rival)
         with pytest.raises(ViolationsFound) as refused:
@@ -323,11 +323,11 @@ def test_a_lost_race_is_retried_with_a_new_signature(ledger: Ledger, monkeypatch
         real_commit = append.Batch.commit
         seen: list[bytes] = []
 
-        def commit_after_a_rival(batch: append.Batch) -> None:
+        def commit_after_a_rival(batch: append.Batch, seal: append.Seal | None = None) -> None:
             seen.append(batch.statements[-1][1].hash)
             if len(seen) == 1:
                 append.record(rival, lab, "inspected", data, ["AGAIN"])
-            real_commit(batch)
+            real_commit(batch, seal)
 
         monkeypatch.setattr(append.Batch, "commit", commit_after_a_rival)
         done = append.record(store, lab, "inspected", data, ["AGAIN"])
