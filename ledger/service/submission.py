@@ -230,7 +230,6 @@ class Ledger:
                 self._reopen_writer()
             if self.writer.opened and self.identity is None:
                 self._check_operator(self.writer)
-            self.tiles.refresh(self.writer)  # the log as it stands: the seal's tree before the append
             outcomes = append.append_signed(self.writer, [(p.statement, p.findings) for p in group],
                                             seal=(lambda batch: self._seal(batch, sealed))
                                             if self.identity is not None else None)

@@ -69,3 +69,38 @@ def test_growth_by_another_writer_is_signed_on_the_timer(book: Book) -> None:
             assert time.monotonic() < deadline, "growth by the CLI was never signed"
             time.sleep(0.05)
         assert served.ledger.checkpoint is not None and served.ledger.checkpoint[0] == size + 1
+
+
+def test_a_groups_checkpoint_is_stored_in_its_transaction(book: Book) -> None:
+    """The checkpoint of a group is signed and stored in the transaction that appends the group: when it
+    cannot be stored, neither are the statements (nothing half-written), and the submissions hear 503;
+    when it can, it covers exactly the group and is what the answers carry."""
+    from ledger.errors import StoreError
+    from ledger.service import submission
+
+    fab = keys.load_private(Path(book.key("tsmc")), lambda: None)
+    wires = [sign_statement(fab, origin="custody.test/h200-cn", kind="fabricated", at=now_us(),
+                            units=[(f"T{i}", ZERO_HASH)], data={"model": "H200-SXM5-141GB", "site": "F",
+                                                                 "lot": "L"}).wire for i in range(2)]
+    with Served(book.db, Path(book.key("operator")), checkpoint_every=LONG) as served, \
+            served.client() as http, Store(book.db) as store:
+        size, checkpoints = store.size(), len(store.checkpoints())
+        real = submission.Ledger._seal
+
+        def failing(self: submission.Ledger, batch: object, sealed: object) -> object:
+            raise StoreError("the checkpoint could not be stored")
+
+        served.ledger._seal = failing.__get__(served.ledger)  # type: ignore[method-assign]
+        refused = http.post("/v1/statements", content=wires[0], headers=STATEMENT)
+        assert refused.status_code == 503 and refused.json()["error"] == "unavailable", refused.text
+        assert (store.size(), len(store.checkpoints())) == (size, checkpoints)  # nothing written
+
+        served.ledger._seal = real.__get__(served.ledger)  # type: ignore[method-assign]
+        for wire in wires:
+            answer = http.post("/v1/statements", content=wire, headers=STATEMENT)
+            assert answer.status_code == 200, answer.text
+            stored = store.checkpoints()
+            # one checkpoint per group, of exactly the log with it, stored with it: the one answered
+            assert len(stored) == checkpoints + 1 and stored[-1][1] == store.size() == answer.json()["index"] + 1
+            assert stored[-1][2] == answer.json()["checkpoint"]
+            checkpoints += 1
