@@ -318,11 +318,19 @@ class Ledger:
     # --- checkpoints ----------------------------------------------------------------------------------
 
     def _load_checkpoints(self, store: Store) -> bool:
-        """Adopt checkpoints stored since the last look (by any process); whether a larger one came."""
+        """Adopt checkpoints stored since the last look (by any process); whether a larger one came.
+
+        One that covers more than the tiles hold (another process appended and signed since they were
+        brought up to the store) is adopted once they are brought up again: answers take their inclusion
+        proofs in the checkpoint served, from the tiles. A checkpoint is stored after, or with, what it
+        covers, so the tiles then reach it; one that covers more than the log holds is not adopted
+        (`verify` reports it)."""
         grown = False
         for version, size, note in store.checkpoints(after=self._checkpoint_version):
             self._checkpoint_version = version
-            if size >= 0 and (self.checkpoint is None or size > self.checkpoint[0]):
+            if size > self.tiles.size:
+                self.tiles.refresh(store)
+            if 0 <= size <= self.tiles.size and (self.checkpoint is None or size > self.checkpoint[0]):
                 self.checkpoint = (size, note)
                 grown = True
         return grown
