@@ -1,14 +1,15 @@
 """The service's write side: submissions appended by the library's writer, and checkpoints signed.
 
-One writer thread per process does every write, group-committing: it takes everything queued, hands it
-(in groups of at most `GROUP_SIZE`) to `append.append_signed` (the hard rules, the writer's bounds, the
-pre-check, one transaction under the store's writer lock, a lost race redone), and at once signs one
-checkpoint of the whole log with `tree_head.sign_tree_head`, which answers them all; what is submitted
-meanwhile waits for the next cycle, which starts as soon as this one ends. So a busy service signs at most
-one checkpoint per cycle and none when nothing grew. Growth by other writers (the CLI, another serve
-process) is signed within `checkpoint_every` seconds, by a look at the store on a timer. Several processes
-on one PostgreSQL database take turns on the writer lock; their checkpoints are one sequence, as the
-store's optimistic versions allow one signer per version (the others find that size signed and adopt it).
+One writer thread per process does every write, group-committing: it takes everything queued and hands
+it (in groups of at most `GROUP_SIZE`) to `append.append_signed` (the hard rules, the writer's bounds, the
+pre-check, one transaction under the store's writer lock, a lost race redone), which stores, in that same
+transaction, the view rows and the checkpoint of the whole log that `tree_head.seal` signs there (`_seal`):
+one commit answers them all. What is submitted meanwhile waits for the next cycle, which starts as soon as
+this one ends. So a busy service signs one checkpoint per group and none when nothing grew. Growth by
+other writers (the CLI, another serve process) is signed with `tree_head.sign_tree_head` within
+`checkpoint_every` seconds, by a look at the store on a timer. Several processes on one PostgreSQL
+database take turns on the writer lock; their checkpoints are one sequence, as the store's optimistic
+versions allow one signer per version (the others find that size signed and adopt it).
 
 A submission is answered once a checkpoint covers it, with an inclusion proof in that checkpoint. A wire
 form already logged is answered the same way, before any rule. At most `max_waiting` submissions wait at
