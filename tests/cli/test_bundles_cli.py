@@ -392,9 +392,9 @@ def test_import_is_one_write_and_a_failed_write_leaves_nothing(ledger: Ledger,
     real_write = Store.write
     writes: list[int] = []
 
-    def counting_write(self: Store, events: Any) -> None:
+    def counting_write(self: Store, events: Any, **kwargs: Any) -> None:
         writes.append(len(events))
-        real_write(self, events)
+        real_write(self, events, **kwargs)
 
     monkeypatch.setattr(Store, "write", counting_write)
     probe = _fresh_target(ledger, "probe")
@@ -402,7 +402,7 @@ def test_import_is_one_write_and_a_failed_write_leaves_nothing(ledger: Ledger,
     monkeypatch.undo()
     assert writes == [16 + 6 + 1]  # 16 statements, 6 unit links, 1 checkpoint: a single transaction
 
-    def failing_write(self: Store, events: Any) -> None:
+    def failing_write(self: Store, events: Any, **kwargs: Any) -> None:
         raise StoreError("disk full")
 
     monkeypatch.setattr(Store, "write", failing_write)
@@ -443,9 +443,9 @@ def test_a_large_import_commits_whole_statements_and_resumes(ledger: Ledger,
     real_write = Store.write
     writes: list[list[str]] = []
 
-    def spying_write(self: Store, events: Any) -> None:
+    def spying_write(self: Store, events: Any, **kwargs: Any) -> None:
         writes.append([e.topic for e in events])
-        real_write(self, events)
+        real_write(self, events, **kwargs)
 
     monkeypatch.setattr(Store, "write", spying_write)
     fresh = _fresh_target(ledger, "fresh")
@@ -460,12 +460,12 @@ def test_a_large_import_commits_whole_statements_and_resumes(ledger: Ledger,
     transfer.import_bundle(target, _export(ledger, "p.bundle", "--upto", "9"))
     calls = 0
 
-    def failing_second_write(self: Store, events: Any) -> None:
+    def failing_second_write(self: Store, events: Any, **kwargs: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise StoreError("the connection was lost")
-        real_write(self, events)
+        real_write(self, events, **kwargs)
 
     monkeypatch.setattr(Store, "write", failing_second_write)
     result = _cli(ledger.runner, "--db", target, "import", str(full))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ledger import append, keys, parallel, views
 from ledger import replay as replaying
-from ledger.errors import BadInput, EncodingInvalid, LedgerError, SignatureInvalid
+from ledger.errors import BadInput, Conflict, EncodingInvalid, LedgerError, SignatureInvalid
 from ledger.policy import DEFAULT_POLICY_TEXT, parse_policy
 from ledger.state import State
 from ledger.store import Store
@@ -463,7 +463,8 @@ def test_rebuild_needs_a_writable_store(shared_sqlite: Ledger) -> None:
 
 
 def test_views_never_apply_a_statement_twice(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A writer whose statements another writer folded into the views first writes no rows again."""
+    """Statements folded into the views once are never applied again: saving them again from the position
+    they were folded from (another writer's late save) is refused before any row is written."""
     store = Store(db_url, create=True)
     key = {name: keys.generate() for name in SIGNERS}
     try:
@@ -473,16 +474,20 @@ def test_views_never_apply_a_statement_twice(db_url: str, monkeypatch: pytest.Mo
                       {"id": "tsmc", "name": "tsmc", "country": "TW", "roles": ["fab"],
                        "key": key["tsmc"].public},
                       at=BASE_AT + MINUTE)
-        real_save = views.save
+        real_save_in = views.save_in
+        saved: list[tuple[Any, ...]] = []
 
-        def late_save(*args: Any) -> None:
-            monkeypatch.setattr(views, "save", real_save)
-            views.catch_up(store, append.now_us())  # another writer gets there first
-            real_save(*args)
+        def spied(cursor: Any, *args: Any) -> None:
+            saved.append(args)
+            real_save_in(cursor, *args)
 
-        monkeypatch.setattr(views, "save", late_save)
+        monkeypatch.setattr(views, "save_in", spied)
         append.record(store, key["tsmc"], "fabricated", {"model": "B200-SXM6-192GB", "site": "F", "lot": "L"},
                       ["V1", "V2"], at=BASE_AT + 2 * MINUTE, mode="allow")
+        monkeypatch.undo()
+        _, state, statements, start = saved[-1]
+        with pytest.raises(Conflict):  # the same statements again, from where they were folded
+            views.save(store, state, statements, start)
         rows = store.query("SELECT idx, serial, code FROM custody_findings")
         assert sorted(rows) == [(2, "V1", "PROHIBITED_MODEL"), (2, "V2", "PROHIBITED_MODEL")]
         assert len(store.query("SELECT idx FROM custody_signed")) == 3

@@ -23,7 +23,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger import views
-from ledger.errors import StoreError
+from ledger.errors import Conflict, StoreError
+from ledger.store import Store
 from tests.cli.test_bad_input import NOBODY, fingerprint, one_line, run_as
 from tests.conftest import PARTICIPANTS, Ledger, make_keys
 
@@ -283,34 +284,40 @@ def test_disk_fills_during_an_append(small_disk: Path, tmp_path: Path) -> None:
 def test_views_failing_after_the_statement_is_written(
     sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The views are a second transaction after the statement's: when only that one fails (a disk that fills
-    between the two), `record` must not report a failure for a statement that is in the log."""
+    """The views are saved in the statement's transaction, after it: when they fail (a disk that fills),
+    nothing is written and `record` says so; it never reports a failure for a statement that is in the log."""
     size = _log_size(sqlite_ledger)
 
     def disk_full(*_: Any, **__: Any) -> None:
         raise StoreError(f"cannot write views to {sqlite_ledger.db}: database or disk is full")
 
-    monkeypatch.setattr(views, "save", disk_full)
+    monkeypatch.setattr(views, "save_in", disk_full)
     result = sqlite_ledger.record("fabricated", "tsmc", ["V1"], *FAB)
     monkeypatch.undo()
     recorded = _log_size(sqlite_ledger) == size + 1
     assert (result.exit_code == 0) == recorded, (result.exit_code, recorded, result.stderr)
+    assert not recorded and result.exit_code == 2, result.stderr  # one transaction: nothing half-written
 
 
 def test_views_catch_up_after_a_failed_view_write(
     sqlite_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whatever `record` said, the log is intact and the next writer and readers see the statement."""
+    """Views left behind the log (their rows left out, as when the position check finds another writer's
+    position): the log is intact, and the next writer and readers see the statement."""
 
-    def disk_full(*_: Any, **__: Any) -> None:
-        raise StoreError("database or disk is full")
+    def moved(*_: Any, **__: Any) -> None:
+        raise Conflict("views moved on")  # raised before any row is written: the statement alone is stored
 
-    monkeypatch.setattr(views, "save", disk_full)
-    sqlite_ledger.record("fabricated", "tsmc", ["V1"], *FAB)
+    monkeypatch.setattr(views, "save_in", moved)
+    sqlite_ledger.record("fabricated", "tsmc", ["V1"], *FAB, ok=True)
     monkeypatch.undo()
+    with Store(sqlite_ledger.db) as store:
+        assert views.position(store) == store.size() - 1  # the views lag the log by the statement
     assert sqlite_ledger.cli("verify").exit_code == 0
     assert sqlite_ledger.cli("history", "V1").exit_code == 0
     sqlite_ledger.record(
         "shipped-to-us", "kerry", ["V1"], "--port-of-entry", "DFW", "--waybill", "W", ok=True
     )
     assert sqlite_ledger.cli("verify").exit_code == 0
+    with Store(sqlite_ledger.db) as store:
+        assert views.position(store) == store.size()  # caught up by that writer
