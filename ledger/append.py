@@ -426,7 +426,10 @@ def append_signed(store: Store, statements: Sequence[tuple[Statement, str]], *,
     for attempt in range(1, attempts + 1):
         try:
             batch = Batch(store, clock)
-            batch.heads(serials)  # the units' view rows in one read for the whole group, not one per statement
+            # the units' view rows in one read for the whole group, not one per statement; a unit whose row
+            # is refused (`heads.check_rows`) is met again, and refused, by its own statement's check below
+            with contextlib.suppress(IntegrityError, Refused):
+                batch.heads(serials)
             out: list[Recorded | Rejected] = []
             last: Statement | None = None
             for statement, findings in statements:
