@@ -445,20 +445,7 @@ class Store:
     def log_states(self, start: int = 0, chunk: int = 5000) -> Iterator[tuple[int, bytes]]:
         """(version, stored state) of the log events with index ≥ `start`, in version order: the rows under
         the log's id with the log's topics (any other row there is reported by `ledger.accounting`)."""
-        self._require_one_log()
-        if self._log_id is None:
-            return
-        log = self._log_key(self._log_id)
-        version = start
-        while True:
-            rows = self._raw_events("SELECT originator_version, state FROM {table} WHERE originator_id = {p} "
-                                    f"AND originator_version > {{p}} AND {_LOG_TOPIC} ORDER BY originator_version "
-                                    "LIMIT {p}",
-                                    [log, version, *codec.LOG_TOPICS, chunk])
-            yield from rows
-            if len(rows) < chunk:
-                return
-            version = rows[-1][0]
+        return self._log_rows(start, chunk, "")
 
     def log_states_without_units(self, start: int = 0, chunk: int = 50) -> Iterator[tuple[int, bytes]]:
         """`log_states`, but only the log events whose stored state holds `codec.WITHOUT_UNITS`: every
@@ -466,6 +453,10 @@ class Store:
         rare step that happens to hold those bytes too. The database finds them through a partial index
         (`without_units_index`) that it keeps on every insert, whoever inserts; the other rows are never
         read (a store opened read-only without the index scans them in the database)."""
+        return ((v, bytes(state)) for v, state in self._log_rows(start, chunk, f" AND {self.without_units}"))
+
+    def _log_rows(self, start: int, chunk: int, where: str) -> Iterator[tuple[int, bytes]]:
+        """The log's rows with index ≥ `start` (and the literal condition `where`), `chunk` at a time."""
         self._require_one_log()
         if self._log_id is None:
             return
@@ -473,10 +464,10 @@ class Store:
         version = start
         while True:
             rows = self._raw_events("SELECT originator_version, state FROM {table} WHERE originator_id = {p} "
-                                    f"AND originator_version > {{p}} AND {_LOG_TOPIC} AND {self.without_units} "
+                                    f"AND originator_version > {{p}} AND {_LOG_TOPIC}{where} "
                                     "ORDER BY originator_version LIMIT {p}",
                                     [log, version, *codec.LOG_TOPICS, chunk])
-            yield from ((v, bytes(state)) for v, state in rows)
+            yield from rows
             if len(rows) < chunk:
                 return
             version = rows[-1][0]

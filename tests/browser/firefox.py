@@ -14,7 +14,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -24,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.browser import tooling
 
 FIREFOX_ENV = "CUSTODY_FIREFOX"  # a Firefox executable to use instead of the one on PATH
 START_TIMEOUT_S = 60.0
@@ -47,14 +48,8 @@ PREFS = {
 
 def firefox_path() -> tuple[str | None, str]:
     """The browser executable, or None and why not."""
-    given = os.environ.get(FIREFOX_ENV)
-    if given:
-        return (given, "") if os.access(given, os.X_OK) else (None, f"{FIREFOX_ENV}={given} is not executable")
-    for name in ("firefox-esr", "firefox"):
-        found = shutil.which(name)
-        if found:
-            return found, ""
-    return None, "no firefox on PATH (as root, .ci/run installs Debian's: apt-get install -y firefox-esr)"
+    return tooling.browser_path(FIREFOX_ENV, ("firefox-esr", "firefox"), "no firefox on PATH (as root, .ci/run "
+                                "installs Debian's: apt-get install -y firefox-esr)")
 
 
 def websockets_missing() -> str | None:

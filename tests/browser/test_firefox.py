@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from commands.main import app
 from ledger import append, demo, reports
 from ledger.visual import dollars
-from tests.browser import firefox
+from tests.browser import firefox, tooling
 
 
 @dataclass(frozen=True)
@@ -26,12 +24,6 @@ class Made:
     db: str
     json: dict[str, Any]
     result: demo.DemoResult
-
-
-def _cli(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code in (0, 3), (args, result.stderr)
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +42,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
     result = demo.run(directory / "demo", demo.plan(demo.DEFAULT_UNITS, now), now_us=now)
     db = str(result.db)
     path = directory / "report.html"
-    _cli("--db", db, "report", "html", str(path))
-    documents = {r: json.loads(_cli("--db", db, "report", r, "--json")) for r in reports.REPORTS}
+    tooling.cli("--db", db, "report", "html", str(path))
+    documents = {r: json.loads(tooling.cli("--db", db, "report", r, "--json")) for r in reports.REPORTS}
     return Made(path, db, documents, result)
 
 
@@ -100,7 +92,7 @@ def test_no_error_nothing_loaded_and_the_numbers_of_the_json_reports(tab: firefo
 def test_searching_a_serial_from_the_keyboard_shows_its_timeline_and_its_findings(
         tab: firefox.Tab, made: Made) -> None:
     serial = next(v.serials[0] for v in made.result.injected if v.code == demo.DIVERSION)
-    history = json.loads(_cli("--db", made.db, "history", serial, "--json"))
+    history = json.loads(tooling.cli("--db", made.db, "history", serial, "--json"))
     tab.evaluate("document.querySelector('#u-serial').focus()")
     tab.type(serial + firefox.ENTER)
     assert tab.text("#unit-title") == f"Unit {serial}"

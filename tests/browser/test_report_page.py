@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from commands.main import app
 from ledger import append, demo, reports
 from ledger.values import format_time
 from tests.browser import tooling
@@ -36,12 +34,6 @@ class Demo:
     result: demo.DemoResult
 
 
-def _cli(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code in (0, 3), (args, result.stderr)
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     directory = tmp_path_factory.mktemp("report-html")
@@ -57,8 +49,8 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     for name, when in (("now", None), ("until", until)):
         path = directory / f"{name}.html"
         extra = ["--until", when] if when else []
-        _cli("--db", db, "report", "html", str(path), *extra)
-        documents = {r: json.loads(_cli("--db", db, "report", r, "--json", *extra)) for r in reports.REPORTS}
+        tooling.cli("--db", db, "report", "html", str(path), *extra)
+        documents = {r: json.loads(tooling.cli("--db", db, "report", r, "--json", *extra)) for r in reports.REPORTS}
         pages[name] = Made(path, when, documents)
     return Demo(db, pages, result)
 
@@ -227,7 +219,7 @@ def test_searching_a_serial_shows_its_timeline(browser: Any, ledger: Demo, watch
     page = _open(browser, watched, made.path).page
     serial = next(v.serials[0] for v in ledger.result.injected if v.code == demo.DIVERSION)
     at = ["--at", made.until] if made.until else []
-    history = json.loads(_cli("--db", ledger.db, "history", serial, "--json", *at))
+    history = json.loads(tooling.cli("--db", ledger.db, "history", serial, "--json", *at))
     page.fill("#u-serial", serial)
     page.click("#unit-form button[type='submit']")
     assert text(page, "#unit-title") == f"Unit {serial}"

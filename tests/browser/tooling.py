@@ -26,14 +26,31 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 def chromium_path() -> tuple[str | None, str]:
     """The browser executable, or None and why not."""
-    given = os.environ.get(CHROMIUM_ENV)
+    return browser_path(CHROMIUM_ENV, ("chromium", "chromium-browser", "google-chrome"),
+                        "no chromium on PATH (as root, .ci/run installs Debian's: apt-get install -y chromium)")
+
+
+def browser_path(env: str, names: tuple[str, ...], missing: str) -> tuple[str | None, str]:
+    """The executable that `env` names, else the first of `names` on PATH; or None and why not."""
+    given = os.environ.get(env)
     if given:
-        return (given, "") if os.access(given, os.X_OK) else (None, f"{CHROMIUM_ENV}={given} is not executable")
-    for name in ("chromium", "chromium-browser", "google-chrome"):
+        return (given, "") if os.access(given, os.X_OK) else (None, f"{env}={given} is not executable")
+    for name in names:
         found = shutil.which(name)
         if found:
             return found, ""
-    return None, "no chromium on PATH (as root, .ci/run installs Debian's: apt-get install -y chromium)"
+    return None, missing
+
+
+def cli(*args: str) -> str:
+    """`custody ARGS` in this process; its stdout. It must end as a command on the demo's ledger does: 0 or 3."""
+    from typer.testing import CliRunner
+
+    from commands.main import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code in (0, 3), (args, result.stderr)
+    return result.stdout
 
 
 def playwright_missing() -> str | None:
