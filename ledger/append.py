@@ -75,7 +75,11 @@ def sign_statement(key: PrivateKey, *, origin: str, kind: str, at: int,
 class Batch:
     """Statements appended together: their events and view rows in one transaction."""
 
-    def __init__(self, store: Store, clock: Callable[[], int] = now_us) -> None:
+    def __init__(self, store: Store, clock: Callable[[], int] = now_us, *, after: Batch | None = None) -> None:
+        """`after`: the batch this one follows in this process on the same store (a bulk append that starts
+        a fresh partial state): the heads it appended are this batch's own, as if it had appended them (a
+        view row that still says what was appended needs no reading of the log; one that another writer
+        or an edit changed since is checked)."""
         self.store = store
         self.clock = clock
         checked, reached = views.catch_up(store, clock())
@@ -97,7 +101,8 @@ class Batch:
         self._absent: set[str] = set()  # serials the views were asked for and lack
         self._absent_entries: set[str] = set()  # the same for duty entries
         # serial -> (head, at, index, links) this batch appended: its view row needs no reading of the log
-        self._written: dict[str, tuple[bytes, int, int, int]] = {}
+        self._written: dict[str, tuple[bytes, int, int, int]] = (
+            after._written if after is not None and after.store is store else {})
         self._now = datetime.now(UTC)
 
     def _ensure(self, statement: Statement) -> None:

@@ -460,7 +460,7 @@ def run(directory: Path, the_plan: Plan, *, now_us: int,
                 progress(1)
             if len(batch.statements) >= COMMIT_EVERY:
                 batch.commit()
-                batch = append.Batch(store)  # a fresh partial state: only the rows the next ones touch
+                batch = append.Batch(store, after=batch)  # a fresh partial state: only the rows the next ones touch
         batch.commit()
         checkpoint = _sign_checkpoint(store, key["operator"], directory)
         report = verification.verify_store(store, verification.Options(as_of=now_us, now=append.now_us()))

@@ -202,3 +202,43 @@ def test_a_later_step_logged_without_its_unit_links_is_named_as_such(db_url: str
             append.record(store, ks["uslab"], "inspected", INSPECTED, ["A"], at=T0 + 4 * SECOND, clock=_clock)
         assert caught.value.index == index and "links end before it" in caught.value.detail
         assert store.size() == index + 1
+
+
+def _ship_in_a_batch(store: Store, ks: dict[str, PrivateKey]) -> append.Batch:
+    """Unit B fabricated and shipped through one batch, committed: a bulk writer's first batch."""
+    batch = append.Batch(store, _clock)
+    fabricated = _sign(ks["tsmc"], "fabricated", {"model": "H200-SXM5-141GB", "site": "F", "lot": "L"},
+                       batch.heads(["B"]), T0 + 3 * SECOND)
+    batch.add(fabricated)
+    batch.add(_sign(ks["kerry"], "shipped_to_us", {"port_of_entry": "DFW", "waybill": "W"}, batch.heads(["B"]),
+                    T0 + 3 * SECOND + 1))
+    batch.commit()
+    return batch
+
+
+def test_a_batch_after_another_trusts_only_the_heads_it_appended(db_url: str, monkeypatch: Any) -> None:
+    """A bulk append that starts a fresh batch (`after=`) reads no log for the heads the batch before
+    appended (their view rows say what it wrote), and reads it for every other unit."""
+    ks, _, _ = _shipped(db_url)
+    with Store(db_url) as store:
+        first = _ship_in_a_batch(store, ks)
+        asked: list[str] = []
+        units_rows = store.units_rows
+        monkeypatch.setattr(store, "units_rows", lambda serials, first_version: (
+            asked.extend(serials), units_rows(serials, first_version))[1])
+        after = append.Batch(store, _clock, after=first)
+        after.heads(["A", "B"])
+        assert asked == ["A"]
+        asked.clear()
+        append.Batch(store, _clock).heads(["B"])  # a batch on its own checks every unit
+        assert asked == ["B"]
+
+
+def test_a_head_edited_between_two_batches_is_not_signed_on(db_url: str) -> None:
+    ks, _, _ = _shipped(db_url)
+    with Store(db_url) as store:
+        first = _ship_in_a_batch(store, ks)
+        _edit_unit(store, "B", _set(head=bytes(range(32))))
+        with pytest.raises(ViewsDisagree) as caught:
+            append.Batch(store, _clock, after=first).heads(["B"])
+        assert "unit B" in caught.value.detail

@@ -122,9 +122,10 @@ def grow(built: Built, units: int, *, board: int = 8, shipment: int = 1000, step
     kinds = ["fabricated", "shipped_to_us", "inspected", "duty_paid", "re_exported", "received"][:steps]
     began = time.perf_counter()
     with Store(built.url) as store:
+        batch: append.Batch | None = None
         for kind in kinds:
             size = board if kind == "fabricated" else shipment
-            batch = append.Batch(store)
+            batch = append.Batch(store, after=batch)
             groups = list(_chunks(serials, size))
             per = max(1, per_commit // size)
             for start in range(0, len(groups), per):
