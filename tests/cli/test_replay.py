@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,26 +155,33 @@ class Scenario:
             pass  # a hard rule refused it (no chain, a revoked key…): nothing was written
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(step_ops, step_ops, step_ops, admin_ops), min_size=4, max_size=24))
-def test_replaying_any_prefix_equals_the_views_at_that_index(ops: list[tuple[Any, ...]]) -> None:
-    # tmpfs where there is one: this test is about the fold, not about fsync
+@contextmanager
+def played(ops: list[tuple[Any, ...]]) -> Iterator[Scenario]:
+    """A fresh ledger (in tmpfs where there is one: the property tests are about the fold, not fsync) on
+    which `ops` were run; closed afterwards."""
     with tempfile.TemporaryDirectory(dir=SCRATCH) as directory:
         scenario = Scenario(Path(directory))
         try:
             for op in ops:
                 scenario.run(op)
-            now = append.now_us()
-            for index, expected in enumerate(scenario.snapshots):
-                by_index = replaying.replay(scenario.store, now_us=now, upto=index)
-                assert snapshot(by_index.state) == expected, index
-                assert by_index.folded == index + 1 and by_index.last_index == index
-                if index % 3 == 0:  # by time too: each `at` is later than the last, so it is a prefix
-                    by_time = replaying.replay(scenario.store, now_us=now, until=scenario.ats[index])
-                    assert snapshot(by_time.state) == expected, index
-            assert snapshot(views.current(scenario.store, now)) == scenario.snapshots[-1]
+            yield scenario
         finally:
             scenario.store.close()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(step_ops, step_ops, step_ops, admin_ops), min_size=4, max_size=24))
+def test_replaying_any_prefix_equals_the_views_at_that_index(ops: list[tuple[Any, ...]]) -> None:
+    with played(ops) as scenario:
+        now = append.now_us()
+        for index, expected in enumerate(scenario.snapshots):
+            by_index = replaying.replay(scenario.store, now_us=now, upto=index)
+            assert snapshot(by_index.state) == expected, index
+            assert by_index.folded == index + 1 and by_index.last_index == index
+            if index % 3 == 0:  # by time too: each `at` is later than the last, so it is a prefix
+                by_time = replaying.replay(scenario.store, now_us=now, until=scenario.ats[index])
+                assert snapshot(by_time.state) == expected, index
+        assert snapshot(views.current(scenario.store, now)) == scenario.snapshots[-1]
 
 
 # --- the command ----------------------------------------------------------------------------------------

@@ -3,8 +3,6 @@ not reach."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +11,7 @@ from hypothesis import strategies as st
 from ledger import append, driver, fold, keys, replay, views
 from ledger.state import State
 from ledger.statement import KINDS
-from tests.cli.test_replay import SCRATCH, Scenario, admin_ops, snapshot, step_ops
+from tests.cli.test_replay import admin_ops, played, snapshot, step_ops
 from tests.unit.test_rules import SECOND, T0, Book, book, register, sign
 
 __all__ = ["book"]  # the fixture, shared with the rules tests
@@ -45,18 +43,12 @@ def test_the_fast_paths_fold_to_what_the_slow_path_does(ops: list[tuple[Any, ...
     """Three ways to one state: the writers' views (each writer folds onto the few rows its statement
     touches), the pipeline (signatures verified in worker processes, the rules skipping them), and the
     slow path: every statement decoded, checked (its signature too) and folded in one process, in order."""
-    with tempfile.TemporaryDirectory(dir=SCRATCH) as directory:
-        scenario = Scenario(Path(directory))
-        try:
-            for op in ops:
-                scenario.run(op)
-            now = append.now_us()
-            slow = State(origin=scenario.store.origin)
-            for _ in driver.admit_log(scenario.store, slow, driver.reader_clock(now)):
-                pass
-            expected = snapshot(slow)
-            assert expected == scenario.snapshots[-1]  # the views
-            assert snapshot(replay.replay(scenario.store, now_us=now, workers=2).state) == expected
-            assert snapshot(views.load_full(scenario.store)) == expected
-        finally:
-            scenario.store.close()
+    with played(ops) as scenario:
+        now = append.now_us()
+        slow = State(origin=scenario.store.origin)
+        for _ in driver.admit_log(scenario.store, slow, driver.reader_clock(now)):
+            pass
+        expected = snapshot(slow)
+        assert expected == scenario.snapshots[-1]  # the views
+        assert snapshot(replay.replay(scenario.store, now_us=now, workers=2).state) == expected
+        assert snapshot(views.load_full(scenario.store)) == expected

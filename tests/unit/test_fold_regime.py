@@ -5,9 +5,7 @@ never beside OUT_OF_ORDER at the same statement."""
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +13,7 @@ from hypothesis import strategies as st
 
 from ledger import append, fold, replay, views
 from ledger import verify as verification
-from tests.cli.test_replay import SCRATCH, Scenario, admin_ops, snapshot, step_ops
+from tests.cli.test_replay import admin_ops, played, snapshot, step_ops
 
 FAR = 2**50  # a report time long after every statement: everything that can be overdue is
 
@@ -27,23 +25,17 @@ regime_steps = st.tuples(st.just("step"), st.sampled_from(["located", "destroyed
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(step_ops, step_ops, regime_steps, admin_ops), min_size=4, max_size=24))
 def test_views_replay_and_verify_fold_to_one_state(ops: list[tuple[Any, ...]]) -> None:
-    with tempfile.TemporaryDirectory(dir=SCRATCH) as directory:
-        scenario = Scenario(Path(directory))
-        try:
-            for op in ops:
-                scenario.run(op)
-            now = append.now_us()
-            views_state = views.load_full(scenario.store)
-            expected = snapshot(views_state)
-            assert expected == scenario.snapshots[-1]
-            assert snapshot(views.current(scenario.store, now)) == expected
-            assert snapshot(replay.replay(scenario.store, now_us=now, workers=1).state) == expected
-            report = verification.verify_store(scenario.store, verification.Options(now=now, as_of=now))
-            assert report.intact
-            assert snapshot(report.state) == expected
-            _check_terminal(views_state)
-        finally:
-            scenario.store.close()
+    with played(ops) as scenario:
+        now = append.now_us()
+        views_state = views.load_full(scenario.store)
+        expected = snapshot(views_state)
+        assert expected == scenario.snapshots[-1]
+        assert snapshot(views.current(scenario.store, now)) == expected
+        assert snapshot(replay.replay(scenario.store, now_us=now, workers=1).state) == expected
+        report = verification.verify_store(scenario.store, verification.Options(now=now, as_of=now))
+        assert report.intact
+        assert snapshot(report.state) == expected
+        _check_terminal(views_state)
 
 
 def _check_terminal(state: Any) -> None:
