@@ -122,6 +122,7 @@ class Service:
         self.ledger = ledger
         self._readers = asyncio.Semaphore(READERS)
         self.pages = PageCache(_build_page)
+        self._page_turn = asyncio.Lock()  # pages are built one at a time: one reader's slot at the most
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -344,8 +345,9 @@ class Service:
         def load() -> bytes:
             return self.pages.page(self._opened(), until)
 
-        return Response(await self.read(load), headers={"Cache-Control": "no-cache"},
-                        media_type="text/html; charset=utf-8")
+        async with self._page_turn:  # the others wait here, not in a reader's slot that tiles and reports need
+            page = await self.read(load)
+        return Response(page, headers={"Cache-Control": "no-cache"}, media_type="text/html; charset=utf-8")
 
     async def consistency(self, request: Request) -> Response:
         params = self.query(request, ["from", "to"])

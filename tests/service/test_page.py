@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from typer.testing import CliRunner
 
 from commands.main import app
+from ledger import visual
 from ledger.service import page_cache
 from ledger.store import Store
 from tests.conftest import Ledger as Book
@@ -113,3 +116,29 @@ def test_the_page_is_built_again_only_once_the_store_changed(served: Served, boo
         monkeypatch.setattr(page_cache, "MAX_AGE_S", 0.0)  # a page as of now ages: made again once too old
         assert http.get("/").status_code == 200 and reads == [0, 0, 0, 0]
     assert earlier.status_code == 200 and _data(earlier.text)["serials"] == ["K1"]
+
+
+def test_pages_being_built_leave_the_other_reads_free(served: Served, book: Book,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many `GET /` at once (each `until` a page of its own, seconds to build at scale) take one reader's
+    slot at the most: the reports and the units are still answered while they wait."""
+    book.full_flow(["W1"], at="2026-01-10")
+    _settled(served, book)
+    release = threading.Event()
+    built = visual.build
+
+    def slow(*args: object, **kwargs: object) -> object:
+        release.wait(30)
+        return built(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(visual, "build", slow)
+    with served.client() as http, ThreadPoolExecutor(8) as pool:
+        pages = [pool.submit(http.get, "/", params={"until": f"2026-01-{day:02d}"}) for day in range(11, 19)]
+        time.sleep(0.5)  # the builds have begun, and wait
+        try:
+            assert not any(page.done() for page in pages)
+            assert http.get("/v1/reports/duty", timeout=10).status_code == 200
+            assert http.get("/v1/units/W1", timeout=10).status_code == 200
+        finally:
+            release.set()
+        assert all(page.result().status_code == 200 for page in pages)
